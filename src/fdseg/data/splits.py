@@ -1,0 +1,387 @@
+"""Deterministic, grouped, saved train/val/test splits (``split.json``).
+
+Two schemes (``method-spec.md`` §D3), ratios configurable:
+
+- ``code`` (default, the released code): test = ⌈test·n⌉ with test = 0.1, then val = ⌈val·(n − n_test)⌉ with
+  val = 0.2 *of the rest*; TNBC's 50 images give 36/9/5 and UDIAT's 163 give 116/30/17, as in the code.
+- ``paper`` ("70-20-10 train-test-validation"): test = ⌈0.2·n⌉ and val = ⌈0.1·n⌉, both *of the total*.
+
+Rounding up follows scikit-learn's ``train_test_split``. With groups (patient/slide/WSI) whole groups are
+assigned, in a seeded random order, to test until it holds at least its target number of images, then to
+val, and the rest to train, so no group is in two sets. An official split is honoured: its ``test`` (and
+``val`` if any) are kept and val is carved out of its ``train``. Ids are ordered naturally before shuffling,
+so the split depends only on the set of ids, the groups, the scheme, the ratios and the seed.
+
+A split file holds one split per *source* (``base``, ``novel``, …)::
+
+    {"schema": 1, "sources": {"base": {"spec": "tnbc:…", "scheme": "code", "seed": 35, "test": 0.1,
+     "val": 0.2, "grouped": true, "official": false, "sets": {"train": [...], "val": [...], "test": [...]}}}}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from fdseg._checks import check_option
+from fdseg.data.base import natural_key
+from fdseg.data.errors import SplitError
+
+SPLIT_SCHEMA = 1
+SCHEMES: tuple[str, ...] = ("code", "paper")
+SET_NAMES: tuple[str, ...] = ("train", "val", "test")
+#: scheme -> (test, val) defaults; ``val`` is of the rest for ``code`` and of the total for ``paper``.
+DEFAULT_RATIOS: dict[str, tuple[float, float]] = {"code": (0.1, 0.2), "paper": (0.2, 0.1)}
+
+
+class SplittableDataset(Protocol):
+    """What :func:`split_dataset` needs: item ids, their groups and the official split."""
+
+    @property
+    def ids(self) -> list[str]: ...
+
+    @property
+    def groups(self) -> list[str | None]: ...
+
+    def official_split(self) -> dict[str, list[str]] | None: ...
+
+
+@dataclass(frozen=True)
+class SourceSplit:
+    """The ids of one source in each set, and how they were drawn.
+
+    Attributes:
+        sets: set name (``train``/``val``/``test``) -> ids in natural order.
+        spec: the dataset spec the ids belong to (informational).
+        scheme: ``code`` | ``paper`` | ``custom`` (hand-made).
+        seed: the seed of the draw.
+        test: the test ratio used.
+        val: the val ratio used (of the rest for ``code``, of the total for ``paper``).
+        grouped: whether groups were kept together.
+        official: whether an official split was honoured.
+    """
+
+    sets: Mapping[str, tuple[str, ...]]
+    spec: str = ""
+    scheme: str = "code"
+    seed: int = 0
+    test: float = 0.1
+    val: float = 0.2
+    grouped: bool = False
+    official: bool = False
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        return tuple(self.sets.get(name, ()))
+
+    @property
+    def train(self) -> tuple[str, ...]:
+        """Training ids."""
+        return self["train"]
+
+    @property
+    def val_ids(self) -> tuple[str, ...]:
+        """Validation ids."""
+        return self["val"]
+
+    @property
+    def test_ids(self) -> tuple[str, ...]:
+        """Test ids."""
+        return self["test"]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "spec": self.spec,
+            "scheme": self.scheme,
+            "seed": self.seed,
+            "test": self.test,
+            "val": self.val,
+            "grouped": self.grouped,
+            "official": self.official,
+            "meta": dict(self.meta),
+            "sets": {name: list(ids) for name, ids in self.sets.items()},
+        }
+
+
+def _counts(n: int, scheme: str, test: float, val: float) -> tuple[int, int]:
+    n_test = math.ceil(round(test * n, 9))
+    rest = n - n_test
+    n_val = math.ceil(round(val * (rest if scheme == "code" else n), 9))
+    return n_test, n_val
+
+
+def _assign(
+    units: list[tuple[str, list[str]]], targets: Sequence[tuple[str, int]], rng: np.random.Generator
+) -> dict[str, list[str]]:
+    """Assign shuffled units (group, ids) to the targeted sets in order; the remainder goes to train."""
+    order = rng.permutation(len(units))
+    out: dict[str, list[str]] = {name: [] for name, _ in targets}
+    out.setdefault("train", [])
+    for idx in order:
+        _group, ids = units[int(idx)]
+        for name, target in targets:
+            if len(out[name]) < target:
+                out[name].extend(ids)
+                break
+        else:
+            out["train"].extend(ids)
+    return out
+
+
+def _units(ids: Sequence[str], groups: Sequence[str | None] | None) -> list[tuple[str, list[str]]]:
+    """(group key, ids) in natural order; an id without a group is its own unit."""
+    by_group: dict[str, list[str]] = {}
+    for i, item in enumerate(ids):
+        group = groups[i] if groups is not None else None
+        key = f"group:{group}" if group is not None else f"id:{item}"
+        by_group.setdefault(key, []).append(item)
+    return [
+        (k, sorted(v, key=natural_key))
+        for k, v in sorted(by_group.items(), key=lambda kv: natural_key(kv[0]))
+    ]
+
+
+def make_split(
+    ids: Sequence[str],
+    *,
+    groups: Sequence[str | None] | None = None,
+    official: Mapping[str, Sequence[str]] | None = None,
+    scheme: str = "code",
+    seed: int = 0,
+    test: float | None = None,
+    val: float | None = None,
+    spec: str = "",
+) -> SourceSplit:
+    """Draw a deterministic train/val/test split.
+
+    Args:
+        ids: unique item ids.
+        groups: one group key per id (``None`` entries are their own group); ``None`` for no grouping.
+        official: an official split (``{"train": [...], "test": [...]}``, optionally ``val``) to honour.
+        scheme: ``code`` or ``paper`` (see the module docstring).
+        seed: the seed of the draw.
+        test: test ratio in (0, 1) (default per scheme); ignored when ``official`` has a test set.
+        val: val ratio in (0, 1) (default per scheme; of the rest for ``code``, of the total for ``paper``).
+        spec: the dataset spec, recorded in the result.
+
+    Returns:
+        The split; every set is non-empty.
+
+    Raises:
+        ValueError: a bad scheme or ratio, duplicate ids, or ``groups`` of the wrong length.
+        SplitError: an official split naming unknown ids, or a set that would be empty.
+    """
+    check_option("split scheme", scheme, SCHEMES)
+    default_test, default_val = DEFAULT_RATIOS[scheme]
+    test = default_test if test is None else float(test)
+    val = default_val if val is None else float(val)
+    for name, ratio in (("test", test), ("val", val)):
+        if not 0 < ratio < 1:
+            raise ValueError(f"split ratio {name} must be in (0, 1), got {ratio}")
+    if scheme == "paper" and test + val >= 1:
+        raise ValueError(f"paper split: test + val must be < 1, got {test} + {val}")
+    if len(set(ids)) != len(ids):
+        raise ValueError("split ids must be unique")
+    if groups is not None and len(groups) != len(ids):
+        raise ValueError(f"{len(groups)} groups for {len(ids)} ids")
+    grouped = groups is not None and any(g is not None for g in groups)
+    rng = np.random.default_rng(seed)
+    group_of = dict(zip(ids, groups)) if groups is not None else {}
+
+    if official:
+        unknown = sorted(set().union(*map(set, official.values())) - set(ids), key=natural_key)
+        if unknown:
+            raise SplitError(f"official split names unknown ids {unknown[:5]}")
+        check_official = [k for k in official if k not in SET_NAMES]
+        if check_official:
+            raise SplitError(
+                f"official split has unknown set names {check_official}; valid: {list(SET_NAMES)}"
+            )
+        fixed = {name: sorted(official.get(name, ()), key=natural_key) for name in SET_NAMES}
+        taken = {i for name in ("val", "test") for i in fixed[name]}
+        pool = [i for i in ids if i not in taken]
+        sets = {"test": fixed["test"], "val": fixed["val"]}
+        if not fixed["val"]:
+            n_val = math.ceil(round(val * len(pool), 9))
+            pool_groups = [group_of.get(i) for i in pool] if groups is not None else None
+            drawn = _assign(_units(pool, pool_groups), [("val", n_val)], rng)
+            sets["val"], sets["train"] = drawn["val"], drawn["train"]
+        else:
+            sets["train"] = pool
+    else:
+        n_test, n_val = _counts(len(ids), scheme, test, val)
+        sets = _assign(_units(ids, groups), [("test", n_test), ("val", n_val)], rng)
+
+    result = SourceSplit(
+        sets={name: tuple(sorted(sets.get(name, []), key=natural_key)) for name in SET_NAMES},
+        spec=spec,
+        scheme=scheme,
+        seed=seed,
+        test=test,
+        val=val,
+        grouped=grouped,
+        official=bool(official),
+    )
+    check_split(result, ids, groups=groups)
+    return result
+
+
+def split_dataset(
+    dataset: SplittableDataset,
+    *,
+    scheme: str = "code",
+    seed: int = 0,
+    test: float | None = None,
+    val: float | None = None,
+    use_groups: bool = True,
+    use_official: bool = True,
+    spec: str = "",
+) -> SourceSplit:
+    """:func:`make_split` over a dataset's ids, groups and official split (e.g. a ``CachedDataset``)."""
+    return make_split(
+        dataset.ids,
+        groups=dataset.groups if use_groups else None,
+        official=dataset.official_split() if use_official else None,
+        scheme=scheme,
+        seed=seed,
+        test=test,
+        val=val,
+        spec=spec,
+    )
+
+
+def _looks_like_path(entry: str) -> bool:
+    return "/" in entry or "\\" in entry or entry.startswith("..") or Path(entry).is_absolute()
+
+
+def check_split(
+    split: SourceSplit,
+    ids: Iterable[str],
+    *,
+    groups: Sequence[str | None] | None = None,
+    root: str | Path | None = None,
+    required: Sequence[str] = SET_NAMES,
+    source: str = "base",
+) -> None:
+    """Check a split against a dataset before training.
+
+    Args:
+        split: the split to check.
+        ids: the dataset's item ids (the same order as ``groups``).
+        groups: the dataset's group keys, to check that no group spans two sets.
+        root: the dataset root; an entry that is a path must stay inside it.
+        required: the sets that must be non-empty.
+        source: the source name, for messages.
+
+    Raises:
+        SplitError: naming the offending id, path or set.
+    """
+    id_list = list(ids)
+    known = set(id_list)
+    root_path = Path(root).resolve() if root is not None else None
+    for name, entries in split.sets.items():
+        if name not in SET_NAMES:
+            raise SplitError(f"split source {source!r}: unknown set {name!r}; valid: {list(SET_NAMES)}")
+        for entry in entries:
+            if root_path is not None and _looks_like_path(entry):
+                resolved = (root_path / entry).resolve()
+                if not resolved.is_relative_to(root_path):
+                    raise SplitError(
+                        f"split source {source!r}, set {name!r}: {entry!r} is outside the dataset root "
+                        f"{root_path}"
+                    )
+            if entry not in known:
+                raise SplitError(
+                    f"split source {source!r}, set {name!r}: unknown id {entry!r} "
+                    f"(not in {split.spec or 'the dataset'})"
+                )
+    seen: dict[str, str] = {}
+    for name, entries in split.sets.items():
+        for entry in entries:
+            if entry in seen and seen[entry] != name:
+                raise SplitError(
+                    f"split source {source!r}: id {entry!r} is in both {seen[entry]!r} and {name!r}"
+                )
+            seen[entry] = name
+    for name in required:
+        if not split[name]:
+            raise SplitError(
+                f"split source {source!r}: the {name!r} set is empty "
+                f"({len(id_list)} items; use a larger dataset or other ratios)"
+            )
+    if groups is not None:
+        where: dict[str, str] = {}
+        for item, group in zip(id_list, groups):
+            if group is None or item not in seen:
+                continue
+            if group in where and where[group] != seen[item]:
+                raise SplitError(
+                    f"split source {source!r}: group {group!r} is in both {where[group]!r} and {seen[item]!r}"
+                )
+            where[group] = seen[item]
+
+
+def save_splits(path: str | Path, splits: Mapping[str, SourceSplit]) -> Path:
+    """Write ``{source: split}`` to ``path`` as JSON, atomically (temp file + rename)."""
+    path = Path(path)
+    payload = {"schema": SPLIT_SCHEMA, "sources": {name: s.to_json() for name, s in splits.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=1)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_splits(path: str | Path) -> dict[str, SourceSplit]:
+    """Read a split file written by :func:`save_splits`.
+
+    Raises:
+        SplitError: unreadable JSON, another schema version, or a malformed entry (naming the file).
+    """
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SplitError(f"{path}: split file not found") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise SplitError(f"{path}: unreadable split file ({err})") from None
+    if not isinstance(payload, dict) or payload.get("schema") != SPLIT_SCHEMA:
+        found = payload.get("schema") if isinstance(payload, dict) else None
+        raise SplitError(f"{path}: split schema {found!r} is not supported (expected {SPLIT_SCHEMA})")
+    sources = payload.get("sources")
+    if not isinstance(sources, dict) or not sources:
+        raise SplitError(f"{path}: no 'sources' in split file")
+    out: dict[str, SourceSplit] = {}
+    for name, entry in sources.items():
+        sets = entry.get("sets") if isinstance(entry, dict) else None
+        if not isinstance(sets, dict) or not all(
+            isinstance(v, list) and all(isinstance(i, str) for i in v) for v in sets.values()
+        ):
+            raise SplitError(f"{path}: source {name!r} needs 'sets' mapping set names to lists of id strings")
+        out[name] = SourceSplit(
+            sets={k: tuple(v) for k, v in sets.items()},
+            spec=str(entry.get("spec", "")),
+            scheme=str(entry.get("scheme", "custom")),
+            seed=int(entry.get("seed", 0)),
+            test=float(entry.get("test", 0.0)),
+            val=float(entry.get("val", 0.0)),
+            grouped=bool(entry.get("grouped", False)),
+            official=bool(entry.get("official", False)),
+            meta=dict(entry.get("meta", {})),
+        )
+    return out
