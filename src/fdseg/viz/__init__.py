@@ -1,1 +1,19 @@
-"""fdseg.viz."""
+"""fdseg.viz: pure plotting functions, data in, matplotlib ``Figure`` out (never shown, never saved).
+
+Figures are built without pyplot, so they hold no global state; save one with ``fig.savefig(path)``.
+"""
+
+from __future__ import annotations
+
+from fdseg.viz.comparison import plot_method_comparison
+from fdseg.viz.curves import plot_layer_curves, plot_training_curves
+from fdseg.viz.per_sample import plot_dice_histograms, plot_dice_vs_fd, plot_paired_arrows
+
+__all__ = [
+    "plot_dice_histograms",
+    "plot_dice_vs_fd",
+    "plot_layer_curves",
+    "plot_method_comparison",
+    "plot_paired_arrows",
+    "plot_training_curves",
+]

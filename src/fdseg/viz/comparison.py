@@ -1,0 +1,105 @@
+"""Method comparison across conditions: per-seed dots with mean ± sd error bars."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from fdseg.viz._common import COLORS, figure_of, new_figure, numeric, plain, require_columns
+
+__all__ = ["plot_method_comparison"]
+
+
+def _ordered(values: pd.Series) -> list[str]:
+    return list(dict.fromkeys(values.astype(str).tolist()))
+
+
+def plot_method_comparison(
+    results: pd.DataFrame,
+    *,
+    value: str = "dice",
+    method_col: str = "method",
+    condition_col: str = "condition",
+    seed_col: str = "seed",
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Per-seed values as dots and mean ± sd (ddof=1) as error bars, per method and condition.
+
+    Conditions are on the x axis in order of appearance (a single unnamed category if ``condition_col``
+    is absent); methods are offset side by side. The legend gives each method's number of seeds (the range
+    over conditions where it differs). NaN values are left out.
+
+    Args:
+        results: one row per run with ``method_col``, ``value`` and optionally ``condition_col``/``seed_col``.
+        value: the score to plot.
+        method_col: method column.
+        condition_col: condition column (optional).
+        seed_col: seed column (optional; only used to count seeds).
+        ax: axes to draw into (default: a new figure).
+        title: optional axes title.
+
+    Returns:
+        The Figure: one error-bar container and one dot scatter per method.
+
+    Raises:
+        TypeError: ``results`` is not a DataFrame.
+        KeyError: ``method_col`` or ``value`` is missing.
+        ValueError: ``results`` has no finite ``value``.
+    """
+    require_columns(results, [method_col, value], name="results")
+    frame = results.copy()
+    frame["_v"] = numeric(frame, value)
+    frame = frame[np.isfinite(frame["_v"].to_numpy(dtype=np.float64))]
+    if frame.empty:
+        raise ValueError(f"results has no finite {value!r} value to plot")
+    frame["_m"] = frame[method_col].astype(str)
+    frame["_c"] = frame[condition_col].astype(str) if condition_col in frame.columns else ""
+    methods = _ordered(frame["_m"])
+    conditions = _ordered(frame["_c"])
+    if ax is None:
+        ax = new_figure(max(5.0, 1.2 * len(conditions) * max(1, len(methods)) ** 0.5 + 3.0), 4.0).subplots()
+    width = 0.8 / len(methods)
+    rng = np.random.default_rng(0)  # fixed horizontal jitter of the dots, for legibility only
+    for j, method in enumerate(methods):
+        color = COLORS[j % len(COLORS)]
+        part = frame[frame["_m"] == method]
+        centers, means, sds, counts = [], [], [], []
+        dots_x: list[float] = []
+        dots_y: list[float] = []
+        for i, condition in enumerate(conditions):
+            vals = part.loc[part["_c"] == condition, "_v"].to_numpy(dtype=np.float64)
+            if vals.size == 0:
+                continue
+            center = i - 0.4 + width * (j + 0.5)
+            centers.append(center)
+            means.append(float(vals.mean()))
+            sds.append(float(vals.std(ddof=1)) if vals.size > 1 else 0.0)
+            counts.append(int(vals.size))
+            dots_x.extend(center + rng.uniform(-width / 6, width / 6, size=vals.size))
+            dots_y.extend(vals.tolist())
+        n_text = f"n = {counts[0]}" if min(counts) == max(counts) else f"n = {min(counts)}–{max(counts)}"
+        ax.errorbar(
+            centers,
+            means,
+            yerr=sds,
+            fmt="o",
+            markersize=7,
+            capsize=4,
+            color=color,
+            markerfacecolor="white",
+            label=f"{plain(method)} (mean ± sd, {n_text} seeds)",
+        )
+        ax.scatter(dots_x, dots_y, s=12, color=color, alpha=0.8, zorder=3)
+    ax.set_xticks(range(len(conditions)))
+    ax.set_xticklabels([plain(c) for c in conditions], rotation=20 if len(conditions) > 4 else 0)
+    if condition_col in results.columns:
+        ax.set_xlabel(plain(condition_col))
+    ax.set_ylabel(plain(value))
+    if title:
+        ax.set_title(plain(title))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    return figure_of(ax)
