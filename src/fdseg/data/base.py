@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypedDict
+from typing import Any, TypedDict
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -80,7 +80,7 @@ class RawDataset(ABC):
 
     format_name: str = "raw"
     #: option name -> default value (as a string), checked by ``__init__``.
-    option_defaults: ClassVar[Mapping[str, str]] = {}
+    option_defaults: Mapping[str, str] = {}
 
     def __init__(self, root: str | Path, **options: str) -> None:
         from fdseg._checks import check_keys

@@ -21,9 +21,9 @@ Hidden files (``.DS_Store``, ``._*``) are ignored; any other file in ``images/``
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import ClassVar
+from types import MappingProxyType
 
 from fdseg.data.base import (
     FORMATS,
@@ -137,14 +137,16 @@ class FolderDataset(RawDataset):
     """
 
     format_name = "folder"
-    option_defaults: ClassVar[dict[str, str]] = {
-        "mask_suffix": "",
-        "fg_value": "",
-        "images_dir": "images",
-        "masks_dir": "masks",
-        "channels": "3",
-        "group_pattern": "",
-    }
+    option_defaults: Mapping[str, str] = MappingProxyType(
+        {
+            "mask_suffix": "",
+            "fg_value": "",
+            "images_dir": "images",
+            "masks_dir": "masks",
+            "channels": "3",
+            "group_pattern": "",
+        }
+    )
 
     def __init__(self, root: str | Path, **options: str) -> None:
         merged = {**self.option_defaults, **options}
@@ -209,14 +211,16 @@ class SyntheticDataset(RawDataset):
     """
 
     format_name = "synthetic"
-    option_defaults: ClassVar[dict[str, str]] = {
-        "family": "nuclei",
-        "site": "base",
-        "n": "40",
-        "seed": "0",
-        "size": "64",
-        "channels": "3",
-    }
+    option_defaults: Mapping[str, str] = MappingProxyType(
+        {
+            "family": "nuclei",
+            "site": "base",
+            "n": "40",
+            "seed": "0",
+            "size": "64",
+            "channels": "3",
+        }
+    )
 
     def __init__(self, root: str | Path, **options: str) -> None:
         merged = {**self.option_defaults, **options}

@@ -1,0 +1,163 @@
+"""Multi-source pooling and data-addition schedules (``method-spec.md`` §F2).
+
+:class:`PooledDataset` concatenates datasets (a base site and one or more novel sites); every sample keeps
+its ``source`` (0 = the first dataset, 1 = the second, …) and its id is namespaced as ``"<name>/<id>"`` so
+that ids stay unique across sources. :func:`pool_with_novel` adds ``k`` images of a novel dataset to a base
+dataset:
+by default the **first k in natural order of their ids** (what the released README does, ``X_train_dil[:k]``),
+or a seeded random subset. Both selections are nested: the k images for a smaller k are a prefix of those
+for a larger one. :func:`addition_schedule` turns fractions of the novel pool (0, 1/4, 1/2, 1) into counts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from fdseg._checks import check_option
+from fdseg.data.base import natural_key
+from fdseg.data.torch_dataset import Sample, SegmentationDataset
+
+SELECTIONS: tuple[str, ...] = ("first", "random")
+#: The paper's histopathology ticks: 0, D_novel/4, D_novel/2, D_novel.
+PAPER_FRACTIONS: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
+
+
+def addition_schedule(n_novel: int, fractions: Sequence[float] = PAPER_FRACTIONS) -> list[int]:
+    """Counts k = ⌊f·n + 0.5⌋ (round half up) for each fraction; 30 novel images give [0, 8, 15, 30].
+
+    Raises:
+        ValueError: a fraction outside [0, 1] or a negative ``n_novel``.
+    """
+    if n_novel < 0:
+        raise ValueError(f"n_novel must be >= 0, got {n_novel}")
+    bad = [f for f in fractions if not 0 <= f <= 1]
+    if bad:
+        raise ValueError(f"addition fractions must be in [0, 1], got {bad}")
+    return [math.floor(f * n_novel + 0.5) for f in fractions]
+
+
+def select_subset(ids: Sequence[str], k: int, *, selection: str = "first", seed: int = 0) -> list[str]:
+    """Pick ``k`` ids: the first k in natural order, or the first k of a seeded permutation of that order.
+
+    Raises:
+        ValueError: ``k`` outside [0, len(ids)] or an unknown ``selection``.
+    """
+    check_option("novel selection", selection, SELECTIONS)
+    if not 0 <= k <= len(ids):
+        raise ValueError(f"k = {k} novel images requested but the novel pool has {len(ids)}")
+    ordered = sorted(ids, key=natural_key)
+    if selection == "random":
+        ordered = [ordered[int(i)] for i in np.random.default_rng(seed).permutation(len(ordered))]
+    return ordered[:k]
+
+
+class PooledDataset(Dataset[Sample]):
+    """The concatenation of several datasets, each sample tagged with its source index.
+
+    Args:
+        parts: the datasets, base first; items are sample dicts with an ``id``.
+        names: one name per part for id namespacing (default ``base``, ``novel``, ``novel2``, …).
+
+    Every sample's ``source`` is its part's index and its ``id`` is ``"<name>/<original id>"``.
+    """
+
+    def __init__(self, parts: Sequence[Dataset[Sample]], *, names: Sequence[str] | None = None) -> None:
+        if not parts:
+            raise ValueError("PooledDataset needs at least one dataset")
+        if names is None:
+            names = ["base", "novel", *(f"novel{i}" for i in range(2, len(parts)))][: len(parts)]
+        if len(names) != len(parts) or len(set(names)) != len(names):
+            raise ValueError(f"names must be {len(parts)} distinct strings, got {list(names)}")
+        bad = [n for n in names if not n or "/" in n]
+        if bad:
+            raise ValueError(f"source names must be non-empty and contain no '/', got {bad}")
+        self.parts = list(parts)
+        self.names = list(names)
+        self._offsets = np.cumsum([0, *(len(p) for p in self.parts)])  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} pooled samples")
+        part = int(np.searchsorted(self._offsets, index, side="right")) - 1
+        return part, index - int(self._offsets[part])
+
+    def __getitem__(self, index: int) -> Sample:
+        part, local = self._locate(index)
+        sample = self.parts[part][local]
+        return Sample(
+            image=sample["image"], mask=sample["mask"], source=part, id=f"{self.names[part]}/{sample['id']}"
+        )
+
+    @property
+    def sources(self) -> list[int]:
+        """The source index of every item, in order."""
+        return [p for p, part in enumerate(self.parts) for _ in range(len(part))]  # type: ignore[arg-type]
+
+    @property
+    def ids(self) -> list[str]:
+        """Namespaced ids of every item (reads ids only when the parts expose an ``ids`` list)."""
+        out: list[str] = []
+        for name, part in zip(self.names, self.parts):
+            part_ids: Any = getattr(part, "ids", None)
+            if part_ids is None:
+                part_ids = [part[i]["id"] for i in range(len(part))]  # type: ignore[arg-type]
+            out.extend(f"{name}/{i}" for i in part_ids)
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Number of items per source name."""
+        return {name: len(part) for name, part in zip(self.names, self.parts)}  # type: ignore[arg-type]
+
+    def sample_weights(self, *, balance: bool = True) -> torch.Tensor:
+        """Per-item weights for ``WeightedRandomSampler``: equal total weight per source when ``balance``.
+
+        Returns:
+            (N,) float64, summing to 1.
+        """
+        sizes = torch.tensor([len(p) for p in self.parts], dtype=torch.float64)  # type: ignore[arg-type]
+        per_source = (1.0 / sizes.clamp(min=1)) if balance else torch.ones_like(sizes)
+        weights = torch.repeat_interleave(per_source, sizes.long())
+        return weights / weights.sum()
+
+
+def pool_with_novel(
+    base: SegmentationDataset,
+    novel: SegmentationDataset,
+    *,
+    k: int | None = None,
+    fraction: float | None = None,
+    selection: str = "first",
+    seed: int = 0,
+    names: Sequence[str] = ("base", "novel"),
+) -> PooledDataset:
+    """The base dataset plus ``k`` (or ``fraction`` of the) novel images.
+
+    Args:
+        base: the base training set (source 0).
+        novel: the novel pool (source 1).
+        k: number of novel images; exclusive with ``fraction``.
+        fraction: fraction of the novel pool, rounded half up (see :func:`addition_schedule`).
+        selection: ``first`` (natural id order, the README's rule) or ``random`` (seeded, nested in k).
+        seed: the seed of the ``random`` selection.
+        names: source names used to namespace ids.
+
+    Raises:
+        ValueError: both or neither of ``k`` and ``fraction``, or ``k`` larger than the pool.
+    """
+    if (k is None) == (fraction is None):
+        raise ValueError("give exactly one of k and fraction")
+    novel_ids = novel.ids
+    if k is None:
+        k = addition_schedule(len(novel_ids), [fraction if fraction is not None else 0.0])[0]
+    chosen = select_subset(novel_ids, k, selection=selection, seed=seed)
+    position = {item: i for i, item in enumerate(novel_ids)}
+    return PooledDataset([base, novel.subset([position[i] for i in chosen])], names=names)
