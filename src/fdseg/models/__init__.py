@@ -6,7 +6,7 @@ Importing this package registers every built-in model in :data:`MODELS`; build o
 
 from __future__ import annotations
 
-from fdseg.models import external, unet
+from fdseg.models import external, transunet, unet
 from fdseg.models.factory import MODELS, create_model, list_models
 from fdseg.models.features import (
     CANONICAL_LAYERS,
@@ -29,6 +29,7 @@ __all__ = [
     "list_models",
     "parse_layer_path",
     "resolve_layers",
+    "transunet",
     "unet",
     "unwrap_model",
 ]
