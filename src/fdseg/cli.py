@@ -1,9 +1,21 @@
-"""The fdseg command line: the only place that parses arguments, reads env vars, seeds, picks devices."""
+"""The fdseg command line: the only place that parses arguments, reads env vars, seeds, picks devices.
+
+``main(argv) -> int`` returns the exit code: 0 on success, 1 for a failed command (bad data, bad config,
+a non-finite loss, …; one line on stderr, no traceback), 2 for a usage error.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import time
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
 
+import click
 import typer
 
 import fdseg
@@ -13,19 +25,226 @@ app = typer.Typer(
     help="Feature-discrepancy losses, U-Nets, multi-site data and per-sample evaluation.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
+data_app = typer.Typer(help="Generate and check datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or gpu.")]
+
+
+def _echo(text: str) -> None:
+    typer.echo(text)
+
+
+def _runtime(device: str) -> Any:
+    """Pick the device (the only place that does)."""
+    import torch
+
+    from fdseg.training.run import Runtime
+
+    if device not in ("auto", "cpu", "gpu"):
+        raise click.BadParameter(f"--device must be auto, cpu or gpu, got {device!r}")
+    cuda = torch.cuda.is_available() if device == "auto" else device == "gpu"
+    if cuda and not torch.cuda.is_available():
+        raise ValueError("--device gpu was asked for but CUDA is not available")
+    return Runtime(accelerator="gpu" if cuda else "cpu", cuda=cuda)
+
+
+def _seed(seed: int) -> None:
+    import lightning.pytorch as pl
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+    level = logging.getLogger().level
+    for name in ("lightning.pytorch", "lightning.fabric"):  # Lightning sets INFO on import
+        logging.getLogger(name).setLevel(level)
 
 
 @app.command()
 def version() -> None:
     """Print the fdseg version."""
-    typer.echo(fdseg.__version__)
+    _echo(fdseg.__version__)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML experiment config.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (created; resumed if present).")],
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", "-s", help="Override a config value: section.key=value.")
+    ] = None,
+    device: DeviceOpt = "auto",
+    no_eval: Annotated[bool, typer.Option("--no-eval", help="Skip the test-split evaluation.")] = False,
+) -> None:
+    """Train one run (two phases, resumable), evaluate it on the test split, print where it is."""
+    from fdseg.training.config import ExperimentConfig
+    from fdseg.training.run import train_run
+
+    cfg = ExperimentConfig.from_yaml(config).with_overrides(overrides or [])
+    runtime = _runtime(device)
+    _seed(cfg.train.seed)
+    start = time.perf_counter()
+    run_dir = train_run(cfg, out, runtime=runtime, evaluate=not no_eval)
+    _echo(f"run finished in {time.perf_counter() - start:.1f} s: {run_dir}")
+    summary = run_dir / "test" / "summary.json"
+    if summary.is_file():
+        _echo(f"test metrics: {summary}")
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    split: Annotated[str, typer.Option(help="test or val.")] = "test",
+    checkpoint: Annotated[str, typer.Option(help="best, last or phase1_best.")] = "best",
+    device: DeviceOpt = "auto",
+) -> None:
+    """Evaluate a run's checkpoint per image; writes <run>/<split>/per_sample.csv and summary.json."""
+    from fdseg.training.evaluate import evaluate_run
+
+    result = evaluate_run(run, split=split, checkpoint=checkpoint, runtime=_runtime(device))
+    means = result["mean"]
+    _echo(
+        f"{split}: n={result['n']} dice={means['dice']:.4f} iou={means['iou']:.4f} "
+        f"(empty GT: {result['empty_gt']}; soft batch Dice {result['soft_batch_dice']:.4f})"
+    )
+    _echo(f"per-sample table: {Path(run) / split / 'per_sample.csv'}")
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the mask PNGs.")],
+    checkpoint: Annotated[str, typer.Option(help="best, last or phase1_best.")] = "best",
+    device: DeviceOpt = "auto",
+) -> None:
+    """Predict masks (PNG, 0/255, at each image's native size)."""
+    from fdseg.training.evaluate import predict as predict_masks
+
+    paths = predict_masks(run, images, out, checkpoint=checkpoint, runtime=_runtime(device))
+    _echo(f"{len(paths)} masks written to {out}")
+
+
+@app.command()
+def report(
+    target: Annotated[Path, typer.Argument(help="A run directory or an experiment directory.")],
+) -> None:
+    """Write report.html for a run or an experiment directory."""
+    from fdseg.report.experiment import write_experiment_report
+    from fdseg.report.run import write_run_report
+
+    if (target / "config.yaml").is_file():
+        path = write_run_report(target)
+    else:
+        import pandas as pd
+
+        results = target / "results.csv"
+        if not results.is_file():
+            raise FileNotFoundError(
+                f"{target} is neither a run (config.yaml) nor an experiment (results.csv)"
+            )
+        runs = {p.parent.name: p.parent for p in sorted(target.glob("*/config.yaml"))}
+        path = write_experiment_report(target, pd.read_csv(results), title=target.name, runs=runs)
+    _echo(f"report: {path}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/demo"),
+    steps: Annotated[int, typer.Option(help="Optimiser-step budget per run.")] = 300,
+    seeds: Annotated[int, typer.Option(help="Seeds per arm.")] = 1,
+    jobs: Annotated[int, typer.Option(help="Runs in parallel (one torch thread each when > 1).")] = 2,
+) -> None:
+    """The data-addition dilemma on synthetic data: base vs base + a shifted site, with and without L_fd."""
+    from fdseg.experiments.demo import DemoSettings, run_demo
+
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    settings = DemoSettings(steps=steps, seeds=tuple(range(seeds)), jobs=jobs, threads_per_job=threads)
+    start = time.perf_counter()
+
+    def progress(name: str, rc: int, seconds: float, done: int, total: int) -> None:
+        state = "ok" if rc == 0 else ("skipped (DONE)" if rc < 0 else f"FAILED (exit {rc})")
+        _echo(f"[{done}/{total}] {name}: {state} {seconds:.1f} s")
+
+    result = run_demo(out, settings, on_run_end=progress)
+    _echo("")
+    _echo(result.table_text)
+    _echo("")
+    _echo(result.notes_text)
+    _echo(f"\ndemo finished in {time.perf_counter() - start:.1f} s")
+    _echo(f"results: {result.results_csv}")
+    _echo(f"report:  {result.report_html}")
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Argument(help="Folder to create (images/, masks/, synthetic.json).")],
+    family: Annotated[str, typer.Option(help="nuclei or ultrasound.")] = "nuclei",
+    site: Annotated[str, typer.Option(help="Site preset (base, dil2, appear, ...).")] = "base",
+    n: Annotated[int, typer.Option(help="Number of images.")] = 40,
+    seed: Annotated[int, typer.Option(help="Draw seed.")] = 0,
+    size: Annotated[int, typer.Option(help="Image side in px.")] = 64,
+) -> None:
+    """Generate a synthetic site as a folder dataset."""
+    from fdseg.data.synthetic import write_synthetic
+
+    path = write_synthetic(out, family, site, n, seed, size)
+    _echo(f"{n} {family}/{site} images written to {path} (open it as folder:{path})")
+
+
+@data_app.command("check")
+def data_check(specs: Annotated[list[str], typer.Argument(help="Dataset specs NAME:PATH[?opt=v].")]) -> None:
+    """Check datasets file by file (unreadable images, missing or mis-sized masks, …)."""
+    from fdseg.data.check import check_dataset
+
+    failed = 0
+    for spec in specs:
+        result = check_dataset(spec)
+        _echo(result.to_text())
+        failed += 0 if result.ok else 1
+    if failed:
+        raise _CommandFailed(f"{failed} of {len(specs)} dataset(s) have errors")
+
+
+class _CommandFailed(Exception):
+    """A command that ran but found problems (exit code 1, message already explained)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fdseg`` script; returns the exit code."""
+    level = os.environ.get("FDSEG_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    warnings.filterwarnings("ignore", module=r"lightning\..*")
+    args = list(argv) if argv is not None else sys.argv[1:]
     try:
-        app(args=list(argv) if argv is not None else None, standalone_mode=False)
-    except SystemExit as exc:  # pragma: no cover - typer exits on --help
-        return int(exc.code or 0)
-    return 0
+        result = app(args=args, prog_name="fdseg", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        exc.show()
+        return 2
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        return 1
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 1
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except (
+        _CommandFailed,
+        ValueError,
+        KeyError,
+        TypeError,
+        OSError,
+        FloatingPointError,
+        RuntimeError,
+    ) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        typer.echo(f"error: {message}", err=True)
+        return 1
+    return int(result) if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Build the pieces of a run from its configuration: model, feature taps, losses, λ strategy, task.
+
+Each builder does one job, so a variant replaces exactly one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from fdseg.losses.discrepancy import ExchangeableFeatureDiscrepancyLoss, FeatureDiscrepancyLoss
+from fdseg.losses.segmentation import build_seg_loss
+from fdseg.losses.weights import build_lambda_strategy
+from fdseg.models import FeatureTap, create_model
+from fdseg.training.config import ExperimentConfig
+from fdseg.training.phases import Phase
+from fdseg.training.task import SegmentationTask
+
+
+def build_model(cfg: ExperimentConfig) -> nn.Module:
+    """The network of ``cfg.model`` (random initialisation; seed the global RNG first)."""
+    return create_model(
+        cfg.model.name,
+        in_channels=cfg.model.in_channels,
+        out_channels=cfg.model.out_channels,
+        **cfg.model.kwargs,
+    )
+
+
+def tap_layers(cfg: ExperimentConfig, model: nn.Module) -> list[str]:
+    """The tapped layers: ``loss.layers``, or every layer the model declares when that is empty."""
+    if cfg.loss.layers:
+        return list(cfg.loss.layers)
+    declared: Mapping[str, str] | None = getattr(model, "feature_layers", None)
+    if not declared:
+        raise ValueError(
+            f"model {cfg.model.name!r} declares no feature_layers; list the module paths in loss.layers"
+        )
+    return list(declared)
+
+
+def build_fd_loss(cfg: ExperimentConfig, layers: list[str]) -> nn.Module:
+    """L_fd over ``layers`` with the configured preset and options."""
+    return FeatureDiscrepancyLoss(layers, preset=cfg.loss.fd_preset, **cfg.loss.fd_options)
+
+
+def build_fd_probe(cfg: ExperimentConfig, layers: list[str]) -> nn.Module:
+    """An unweighted L_fd (λ = 1 per layer) for per-image evaluation."""
+    return build_fd_loss(cfg, layers)
+
+
+def build_exch_loss(cfg: ExperimentConfig, layers: list[str]) -> nn.Module:
+    """L_fd + L_fd^exch over ``layers`` with the configured pairing (one module computes both)."""
+    return ExchangeableFeatureDiscrepancyLoss(
+        layers,
+        preset=cfg.loss.fd_preset,
+        pairing=cfg.loss.pairing,  # type: ignore[arg-type]
+        seed=cfg.train.seed,
+        **cfg.loss.fd_options,
+    )
+
+
+def lambda_kwargs(cfg: ExperimentConfig, warmup_epochs: int) -> dict[str, Any]:
+    """The λ strategy's options, with ``warmup_epochs`` = the planned phase-1 length unless given."""
+    kwargs = dict(cfg.loss.lambda_kwargs)
+    if cfg.loss.lambda_strategy in ("schedule", "dual"):
+        kwargs.setdefault("warmup_epochs", warmup_epochs)
+    return kwargs
+
+
+def build_task(
+    cfg: ExperimentConfig, model: nn.Module, phase: Phase, *, warmup: int, cuda: bool = False
+) -> SegmentationTask:
+    """The LightningModule of one phase.
+
+    Phase 1, and every phase of the compute-matched baseline, runs with λ ≡ 0 (the L_fd terms are then only
+    logged). With L_fd on, the λ strategy is built in both phases so that it observes the warm-up statistics
+    (the ``dual`` strategy sets its targets from the last warm-up epoch); its warm-up length is the planned
+    phase-1 length unless ``loss.lambda_kwargs`` gives one.
+    """
+    seg = build_seg_loss(cfg.loss.seg)
+    tap: FeatureTap | None = None
+    feats: Mapping[str, Any] = {}
+    losses: list[nn.Module] = []
+    strategy: Any = None
+    if cfg.loss.fd:
+        layers = tap_layers(cfg, model)
+        tap = FeatureTap(model, layers)
+        feats = tap.__enter__()
+        losses.append(build_exch_loss(cfg, layers) if cfg.loss.exch else build_fd_loss(cfg, layers))
+        if not cfg.train.compute_matched:
+            strategy = build_lambda_strategy(cfg.loss.lambda_strategy, layers, **lambda_kwargs(cfg, warmup))
+    return SegmentationTask(
+        model,
+        tap=feats,
+        tap_handle=tap,
+        seg_loss=seg,
+        fd_losses=losses,
+        lambda_strategy=strategy,
+        force_zero=phase.lambda_zero,
+        optim=cfg.optim,
+        epoch_offset=phase.epoch_offset,
+        phase=phase.index,
+        channels_last=cuda,
+        fused_adamw=cuda,
+    )

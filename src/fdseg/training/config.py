@@ -1,0 +1,435 @@
+"""Experiment configuration: frozen dataclasses, loaded from and saved to a versioned YAML (``schema: 1``).
+
+A configuration is an :class:`ExperimentConfig` composed of :class:`DataConfig`, :class:`ModelConfig`,
+:class:`LossConfig`, :class:`OptimConfig` and :class:`TrainConfig`. YAML only serialises it: every key is
+checked (an unknown key raises ``KeyError`` with the closest valid key), every value is coerced to the
+field's declared type (a value of another type raises ``TypeError`` naming the key), and option values are
+checked against their choices (``ValueError``).
+
+Example:
+    >>> cfg = ExperimentConfig().with_overrides(["train.batch_size=8", "loss.layers=[enc1, bottleneck]"])
+    >>> cfg.train.batch_size, cfg.loss.layers
+    (8, ('enc1', 'bottleneck'))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import yaml
+
+from fdseg._checks import check_option, did_you_mean
+
+SCHEMA_VERSION = 1
+
+SEG_LOSSES = ("dice_bce", "dice_iou", "dice_bce_on_probs")
+LAMBDA_STRATEGIES = ("schedule", "dual", "fixed", "code_exact")
+PAIRINGS = ("shift", "shuffle", "cross_source")
+SCHEDULERS = ("none", "cosine")
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true")
+SPLIT_SCHEMES = ("code", "paper")
+DETERMINISTIC = ("warn", "true", "false")
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images a run trains and is tested on.
+
+    Attributes:
+        base: dataset spec of the base site, ``NAME:PATH[?opt=v&…]`` (see :func:`fdseg.data.open_dataset`).
+            Validation and test images always come from the base site.
+        novel: dataset spec of the novel site whose images are added to the training set (``None``: none).
+        novel_k: number of novel images added (the first ``novel_k`` in id order, nested across k).
+        novel_fraction: alternatively, the number of novel images as a fraction of the novel dataset.
+        image_size: side of the square images the network sees (images are resized once, then cached).
+        split_scheme: ``code`` (test 10 %, then val 20 % of the rest, as the released code) or ``paper``
+            (test 20 %, val 10 % of the total); see :mod:`fdseg.data.splits`.
+        split_seed: seed of the split draw (the released code uses 35).
+        val_fraction: validation ratio (``None``: the scheme's default).
+        test_fraction: test ratio (``None``: the scheme's default; ignored when an official test set is used).
+        split_grouped: keep patient/slide groups in one set when the dataset has groups.
+        split_official: honour the dataset's official split when it has one.
+        augment: paired flips and 90°/270° rotations on training images.
+        cache_dir: where resized arrays are cached (``None``: ``.cache`` beside the run directory).
+    """
+
+    base: str = "synthetic:data/synthetic/base?family=nuclei&site=base&n=60&seed=0&size=64"
+    novel: str | None = None
+    novel_k: int | None = None
+    novel_fraction: float | None = None
+    image_size: int = 256
+    split_scheme: str = "code"
+    split_seed: int = 35
+    val_fraction: float | None = None
+    test_fraction: float | None = None
+    split_grouped: bool = True
+    split_official: bool = True
+    augment: bool = True
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        check_option("data.split_scheme", self.split_scheme, SPLIT_SCHEMES)
+        if ":" not in self.base:
+            raise ValueError(f"data.base must be a dataset spec NAME:PATH, got {self.base!r}")
+        if self.novel is not None and ":" not in self.novel:
+            raise ValueError(f"data.novel must be a dataset spec NAME:PATH or null, got {self.novel!r}")
+        if self.novel_k is not None and self.novel_fraction is not None:
+            raise ValueError("give data.novel_k or data.novel_fraction, not both")
+        if self.novel_k is not None and self.novel_k < 0:
+            raise ValueError(f"data.novel_k must be >= 0, got {self.novel_k}")
+        if self.novel_fraction is not None and not 0.0 <= self.novel_fraction <= 1.0:
+            raise ValueError(f"data.novel_fraction must be in [0, 1], got {self.novel_fraction}")
+        if self.image_size < 8:
+            raise ValueError(f"data.image_size must be >= 8, got {self.image_size}")
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value < 1.0:
+                raise ValueError(f"data.{name} must be in (0, 1), got {value}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: a registered model name plus its options.
+
+    Attributes:
+        name: a name of :func:`fdseg.models.list_models`.
+        in_channels: image channels (3 for RGB).
+        out_channels: 1 for binary segmentation.
+        kwargs: further options of the model (``base_width``, ``depth``, …).
+    """
+
+    name: str = "unet"
+    in_channels: int = 3
+    out_channels: int = 1
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """L_seg + Σ_l λ_l (L_fd^l [+ L_fd,exch^l]).
+
+    Attributes:
+        seg: the segmentation loss (``dice_bce`` default; ``dice_iou`` and ``dice_bce_on_probs`` reproduce
+            the released code).
+        fd: add the feature discrepancy loss L_fd.
+        fd_preset: the L_fd reading (``paper`` default, ``code_exact``, …), see :mod:`fdseg.losses`.
+        fd_options: per-option overrides of the preset.
+        layers: tapped layers (canonical names); empty means every layer the model declares.
+        exch: add the exchangeable term L_fd^exch with the same λ.
+        pairing: pairing of the exchangeable term (``shift``, ``shuffle``, ``cross_source``).
+        lambda_strategy: how λ evolves per epoch (``schedule``, ``dual``, ``fixed``, ``code_exact``).
+        lambda_kwargs: options of the strategy; ``lambda_max`` defaults to 0.001 per layer and the warm-up
+            length is the phase-1 length (``train.epochs_phase1``) unless given here.
+    """
+
+    seg: str = "dice_bce"
+    fd: bool = False
+    fd_preset: str = "paper"
+    fd_options: dict[str, Any] = field(default_factory=dict)
+    layers: tuple[str, ...] = ()
+    exch: bool = False
+    pairing: str = "shift"
+    lambda_strategy: str = "schedule"
+    lambda_kwargs: dict[str, Any] = field(default_factory=lambda: {"lambda_max": 0.001})
+
+    def __post_init__(self) -> None:
+        check_option("loss.seg", self.seg, SEG_LOSSES)
+        check_option("loss.pairing", self.pairing, PAIRINGS)
+        check_option("loss.lambda_strategy", self.lambda_strategy, LAMBDA_STRATEGIES)
+        if self.exch and not self.fd:
+            raise ValueError("loss.exch=true needs loss.fd=true (L_fd^exch is added to L_fd with the same λ)")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW (decoupled weight decay). Defaults are the released code's Keras AdamW.
+
+    Attributes:
+        lr: learning rate.
+        weight_decay: decoupled weight decay (Keras default 0.004).
+        eps: Adam epsilon (Keras 1e-7).
+        betas: Adam betas.
+        scheduler: ``none`` (paper) or ``cosine`` decay to 0 over each phase.
+        fused: use the fused AdamW kernel; ``None`` means "when CUDA is used".
+    """
+
+    lr: float = 1e-4
+    weight_decay: float = 0.004
+    eps: float = 1e-7
+    betas: tuple[float, float] = (0.9, 0.999)
+    scheduler: str = "none"
+    fused: bool | None = None
+
+    def __post_init__(self) -> None:
+        check_option("optim.scheduler", self.scheduler, SCHEDULERS)
+        if self.lr <= 0:
+            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if len(self.betas) != 2:
+            raise ValueError(f"optim.betas must have 2 values, got {list(self.betas)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The two-phase schedule and the Lightning Trainer settings.
+
+    Attributes:
+        epochs_phase1: warm-up epochs with λ = 0 (paper: 100); best val Dice → ``phase1_best.ckpt``.
+        epochs_phase2: epochs with L_fd switched on (paper: 75), started from ``phase1_best.ckpt``.
+        max_steps: optional optimiser-step budget for the whole run, split between the phases in proportion
+            to their epochs; the epoch counts are then only the split ratio. Adding data then adds no compute.
+        batch_size: training batch size (paper: 4).
+        eval_batch_size: validation/test batch size.
+        compute_matched: the compute-matched baseline: both phases run, with λ ≡ 0.
+        precision: Lightning precision; ``auto`` is bf16-mixed on CUDA and 32-true elsewhere.
+        num_workers: DataLoader workers.
+        seed: seed of initialisation, batch order and augmentation.
+        deterministic: ``warn`` (deterministic algorithms where they exist), ``true`` or ``false``.
+        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
+        devices: Lightning devices (``auto``, a count, or a list as a string).
+        strategy: Lightning strategy (``auto``, ``ddp``, …).
+        progress_bar: show Lightning's progress bar.
+        log_every_n_steps: Lightning logging interval (the history is written per epoch regardless).
+    """
+
+    epochs_phase1: int = 100
+    epochs_phase2: int = 75
+    max_steps: int | None = None
+    batch_size: int = 4
+    eval_batch_size: int = 4
+    compute_matched: bool = False
+    precision: str = "auto"
+    num_workers: int = 0
+    seed: int = 0
+    deterministic: str = "warn"
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    progress_bar: bool = True
+    log_every_n_steps: int = 50
+
+    def __post_init__(self) -> None:
+        check_option("train.precision", self.precision, PRECISIONS)
+        check_option("train.deterministic", self.deterministic, DETERMINISTIC)
+        if self.epochs_phase1 < 1:
+            raise ValueError(f"train.epochs_phase1 must be >= 1, got {self.epochs_phase1}")
+        if self.epochs_phase2 < 0:
+            raise ValueError(f"train.epochs_phase2 must be >= 0, got {self.epochs_phase2}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"train.max_steps must be >= 1 or null, got {self.max_steps}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("train.batch_size and train.eval_batch_size must be >= 1")
+        if self.num_workers < 0:
+            raise ValueError(f"train.num_workers must be >= 0, got {self.num_workers}")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One run: data, model, loss, optimiser and training schedule.
+
+    Attributes:
+        schema: YAML schema version (only 1 exists).
+        name: a label for reports.
+    """
+
+    schema: int = SCHEMA_VERSION
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.schema != SCHEMA_VERSION:
+            raise ValueError(f"config schema {self.schema} is not supported (this fdseg reads schema 1)")
+
+    # -- phases ---------------------------------------------------------------------------------------------
+    @property
+    def has_phase2(self) -> bool:
+        """Whether the run has a second phase (L_fd on, or the compute-matched baseline)."""
+        return self.train.epochs_phase2 > 0 and (self.loss.fd or self.train.compute_matched)
+
+    # -- (de)serialisation ----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists), the YAML form."""
+        plain: dict[str, Any] = _plain(dataclasses.asdict(self))
+        return plain
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> ExperimentConfig:
+        """Build from a nested mapping; unknown keys raise ``KeyError``, wrong types ``TypeError``."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        return _build(cls, data, prefix="", source=source)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> ExperimentConfig:
+        """Read a YAML config file (``FileNotFoundError`` naming it when it is missing)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML ({exc})") from None
+        return cls.from_dict(data, source=str(path))
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        """The YAML text; also written to ``path`` when given."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    def with_overrides(self, overrides: Iterable[str]) -> ExperimentConfig:
+        """A copy with ``"a.b=value"`` overrides applied (values parsed as YAML, then type-checked).
+
+        Keys inside dict-valued fields can be set too: ``model.kwargs.base_width=16``.
+
+        Raises:
+            ValueError: an override without ``=``.
+            KeyError: an unknown key (with the closest valid key).
+            TypeError: a value of the wrong type (naming the key).
+        """
+        data = self.to_dict()
+        for item in overrides:
+            key, eq, raw = item.partition("=")
+            key = key.strip()
+            if not eq or not key:
+                raise ValueError(f"override {item!r} must look like section.key=value")
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else None
+            except yaml.YAMLError:
+                value = raw
+            _set_path(data, key.split("."), value, full_key=key)
+        return ExperimentConfig.from_dict(data, source="--set overrides")
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _set_path(data: dict[str, Any], parts: list[str], value: Any, *, full_key: str) -> None:
+    node: Any = data
+    for depth, part in enumerate(parts[:-1]):
+        if not isinstance(node, dict) or part not in node:
+            valid = list(node) if isinstance(node, dict) else []
+            where = ".".join(parts[:depth]) or "top level"
+            raise KeyError(
+                f"unknown config key {full_key!r} ({part!r} at {where}){did_you_mean(part, valid)}"
+            )
+        if node[part] is None:
+            node[part] = {}
+        node = node[part]
+    if not isinstance(node, dict):
+        raise KeyError(f"config key {full_key!r}: {'.'.join(parts[:-1])} is not a section")
+    node[parts[-1]] = value
+
+
+def _build(cls: type[C], data: Mapping[str, Any], *, prefix: str, source: str) -> C:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in data:
+        if key not in fields:
+            raise KeyError(
+                f"{source}: unknown config key {prefix + str(key)!r}{did_you_mean(str(key), fields)} "
+                f"valid keys{' of ' + prefix.rstrip('.') if prefix else ''}: {sorted(fields)}"
+            )
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(value, hints[name], key=prefix + name, source=source)
+    try:
+        return cls(**kwargs)
+    except (ValueError, KeyError) as exc:
+        raise type(exc)(f"{source}: {exc.args[0] if exc.args else exc}") from None
+
+
+def _coerce(value: Any, tp: Any, *, key: str, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    def fail() -> TypeError:
+        return TypeError(f"{source}: config key {key!r} expects {_type_name(tp)}, got {value!r}")
+
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if value is None:
+            return tp()
+        if not isinstance(value, Mapping):
+            raise fail()
+        return _build(tp, value, prefix=key + ".", source=source)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        errors: list[TypeError] = []
+        for arg in non_none:
+            try:
+                return _coerce(value, arg, key=key, source=source)
+            except TypeError as exc:
+                errors.append(exc)
+        raise fail()
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise fail()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise fail()
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise fail()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise fail()
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise fail()
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key=key, source=source) for v in value)
+        if len(value) != len(args):
+            raise fail()
+        return tuple(_coerce(v, a, key=key, source=source) for v, a in zip(value, args))
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise fail()
+        return {str(k): v for k, v in value.items()}
+    raise TypeError(f"{source}: config key {key!r} has an unsupported type {tp!r}")  # pragma: no cover
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))

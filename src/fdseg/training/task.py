@@ -1,0 +1,286 @@
+"""The LightningModule: L_seg + Σ_l λ_l (L_fd^l [+ L_fd,exch^l]) on features tapped from any model.
+
+Feature taps are registered once, when the task is built, and stay registered (they are never toggled). Each
+epoch the λ strategy gives one value per layer; the values are written into the L_fd module(s) as their
+per-layer weights.
+
+**When a λ is 0** (all of phase 1, the compute-matched baseline, ``code_exact``) that layer's L_fd is still
+computed for the history, but without autograd (the loss module does this for zero weights): no graph is built
+through the statistics and nothing is back-propagated, so the cost is one read of each tapped feature map
+(measured in ``bench/train_throughput.py``). The optimised loss is then exactly L_seg.
+
+**A non-finite loss** stops the run with :class:`NonFiniteLossError`, naming the global step, the epoch and
+every non-finite term (``seg``, ``fd/<layer>``, ``fd_exch/<layer>``). Checkpoints and history rows already
+written stay as they are.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+
+from fdseg.training.config import OptimConfig
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or ±inf; the message names the step and the offending terms."""
+
+
+class SegmentationTask(pl.LightningModule):
+    """Train a segmentation network with optional feature-discrepancy terms.
+
+    Args:
+        model: any ``nn.Module`` returning logits ``(B, K, H, W)`` for images ``(B, C, H, W)`` in [0, 1].
+        tap: an entered :class:`fdseg.models.FeatureTap` context manager's dict (canonical layer name →
+            the feature ``(B, C_l, h_l, w_l)`` of the current forward pass), filled by forward hooks.
+        seg_loss: ``(logits, mask) -> () scalar``; ``mask`` is ``(B, 1, H, W)`` float in {0, 1}.
+        fd_losses: L_fd modules (``FeatureDiscrepancyLoss``, ``ExchangeableFeatureDiscrepancyLoss``) called
+            as ``loss(feats, mask, source=source) -> LossOutput(total, terms)``; their ``total`` is the
+            λ-weighted sum over layers (layers at λ = 0 are computed without autograd, for logging only).
+        lambda_strategy: a :mod:`fdseg.losses.weights` strategy: ``lambdas(epoch)`` gives each epoch's λ;
+            ``update(epoch, per-batch L_fd per layer)`` is called after every epoch (both phases, so that the
+            ``dual`` strategy sees the warm-up); its state is saved in checkpoints.
+        force_zero: λ ≡ 0 whatever the strategy says (phase 1, the compute-matched baseline).
+        tap_handle: the ``FeatureTap`` whose dict ``tap`` is; :meth:`close` removes its hooks.
+        optim: optimiser settings.
+        epoch_offset: global index of this phase's first epoch (phase 2 starts at ``epochs_phase1``).
+        phase: 1 or 2, recorded in every history row and checkpoint.
+        channels_last: convert the model and images to channels-last memory format (CUDA default).
+        fused_adamw: use the fused AdamW kernel (CUDA default).
+        threshold: probability threshold for the validation Dice.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        tap: Mapping[str, Tensor],
+        tap_handle: Any = None,
+        seg_loss: nn.Module,
+        fd_losses: Sequence[nn.Module] = (),
+        lambda_strategy: Any = None,
+        force_zero: bool = False,
+        optim: OptimConfig | None = None,
+        epoch_offset: int = 0,
+        phase: int = 1,
+        channels_last: bool = False,
+        fused_adamw: bool = False,
+        threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if fd_losses and lambda_strategy is None and not force_zero:
+            raise ValueError("fd_losses need a lambda_strategy (or force_zero=True)")
+        self.model = model
+        self.seg_loss = seg_loss
+        self.fd_losses = nn.ModuleList(fd_losses)
+        self._tap = tap
+        self._tap_handle = tap_handle
+        self.lambda_strategy = lambda_strategy
+        self.force_zero = force_zero
+        self._layer_batches: dict[str, list[Tensor]] = {}
+        self.optim_cfg = optim or OptimConfig()
+        self.epoch_offset = epoch_offset
+        self.phase = phase
+        self.channels_last = channels_last
+        self.fused_adamw = fused_adamw
+        self.threshold = threshold
+        self.lambdas: dict[str, float] = {}
+        self._train_sums: dict[str, Tensor] = {}
+        self._train_batches = 0
+        self._val_dice_sum: Tensor | None = None
+        self._val_loss_sum: Tensor | None = None
+        self._val_images = 0
+        self._val_batches = 0
+        self.last_epoch_stats: dict[str, float] = {}
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+    def close(self) -> None:
+        """Remove the feature-tap hooks (after training)."""
+        if self._tap_handle is not None:
+            self._tap_handle.__exit__(None, None, None)
+            self._tap_handle = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the λ strategy's state (the ``dual`` multipliers) with the weights."""
+        if self.lambda_strategy is not None:
+            checkpoint["fdseg_lambda"] = self.lambda_strategy.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the λ strategy's state when resuming."""
+        if self.lambda_strategy is not None and "fdseg_lambda" in checkpoint:
+            self.lambda_strategy.load_state_dict(checkpoint["fdseg_lambda"])
+
+    # -- epochs ----------------------------------------------------------------------------------------------
+    @property
+    def global_epoch(self) -> int:
+        """Epoch index over both phases (0-based)."""
+        return self.epoch_offset + self.current_epoch
+
+    @property
+    def fd_active(self) -> bool:
+        """Whether any λ of the current epoch is non-zero (the L_fd terms then get gradients)."""
+        return any(v != 0.0 for v in self.lambdas.values())
+
+    def on_train_epoch_start(self) -> None:
+        """Fetch this epoch's λ per layer and write them into the loss modules."""
+        if len(self.fd_losses):
+            if self.force_zero or self.lambda_strategy is None:
+                layers: Sequence[str] = getattr(self.fd_losses[0], "layers", ())
+                self.lambdas = dict.fromkeys(layers, 0.0)
+            else:
+                self.lambdas = {
+                    k: float(v) for k, v in self.lambda_strategy.lambdas(self.global_epoch).items()
+                }
+            for loss in self.fd_losses:
+                loss.set_layer_weights(self.lambdas)  # type: ignore[operator]
+        self._train_sums = {}
+        self._train_batches = 0
+        self._layer_batches = {}
+
+    def on_validation_epoch_start(self) -> None:
+        """Reset the validation accumulators."""
+        self._val_dice_sum = None
+        self._val_loss_sum = None
+        self._val_images = 0
+        self._val_batches = 0
+
+    # -- steps -----------------------------------------------------------------------------------------------
+    def _images(self, batch: Mapping[str, Any]) -> Tensor:
+        image: Tensor = batch["image"]
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return image
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        """One step on ``{"image": (B,C,H,W) float [0,1], "mask": (B,1,H,W) {0,1}, "source": (B,) int}``."""
+        mask: Tensor = batch["mask"]
+        source: Tensor | None = batch.get("source")
+        logits = self.model(self._images(batch))
+        seg = self.seg_loss(logits.float(), mask)
+        terms: dict[str, Tensor] = {"seg": seg.detach()}
+        total = seg
+        if len(self.fd_losses):
+            feats = dict(self._tap)
+            for loss in self.fd_losses:
+                out = loss(feats, mask, source=source)
+                total = total + out.total
+                terms.update({k: v.detach() for k, v in out.terms.items()})
+            if self.lambda_strategy is not None and self.lambda_strategy.needs_stats:
+                for key, value in terms.items():
+                    if key.startswith("fd/"):
+                        self._layer_batches.setdefault(key[3:], []).append(value.float())
+        self._check_finite(total, terms)
+        terms["loss"] = total.detach()
+        for key, value in terms.items():
+            value = value.float()
+            self._train_sums[key] = self._train_sums[key] + value if key in self._train_sums else value
+        self._train_batches += 1
+        optimised: Tensor = total
+        return optimised
+
+    def _check_finite(self, total: Tensor, terms: Mapping[str, Tensor]) -> None:
+        if bool(torch.isfinite(total).all()):
+            return
+        bad = {k: float(v) for k, v in terms.items() if not bool(torch.isfinite(v).all())}
+        if not bad:  # the weighted sum overflowed although every term is finite
+            bad = {"total": float(total)}
+        named = ", ".join(f"{k}={v}" for k, v in bad.items())
+        layers = sorted({k.split("/", 1)[1] for k in bad if "/" in k})
+        where = f" (layer {', '.join(layers)})" if layers else ""
+        raise NonFiniteLossError(
+            f"non-finite training loss at global step {self.global_step} (epoch {self.global_epoch}, "
+            f"phase {self.phase}, batch {self._train_batches}): {named}{where}; "
+            f"λ = {self.lambdas or 0}. Lower loss.lambda_kwargs.lambda_max or optim.lr."
+        )
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        """Accumulate L_seg and the per-image hard Dice (p > threshold; empty GT and prediction → 1)."""
+        mask: Tensor = batch["mask"]
+        logits = self.model(self._images(batch)).float()
+        loss = self.seg_loss(logits, mask).detach()
+        dice = per_image_dice(logits, mask, threshold=self.threshold)
+        self._val_dice_sum = dice.sum() if self._val_dice_sum is None else self._val_dice_sum + dice.sum()
+        self._val_loss_sum = loss if self._val_loss_sum is None else self._val_loss_sum + loss
+        self._val_images += int(mask.shape[0])
+        self._val_batches += 1
+
+    # -- epoch summary ---------------------------------------------------------------------------------------
+    def finish_epoch(self) -> dict[str, float]:
+        """Epoch means of the training terms and the validation metrics; updates λ strategies.
+
+        Returns:
+            ``{"train_loss", "train_seg", "val_dice", "val_loss", "fd/<layer>", "fd_exch/<layer>",
+            "lambda/<layer>"}`` (means over the epoch's batches; Dice over validation images). Values are
+            reduced over devices under DDP.
+        """
+        stats: dict[str, float] = {}
+        n = max(self._train_batches, 1)
+        for key, value in self._train_sums.items():
+            name = {"loss": "train_loss", "seg": "train_seg"}.get(key, key)
+            stats[name] = float(self._reduce(value)) / n
+        if self._val_images:
+            dice_sum = self._reduce(self._val_dice_sum)
+            stats["val_dice"] = float(dice_sum) / float(self._reduce(torch.tensor(float(self._val_images))))
+            stats["val_loss"] = float(self._reduce(self._val_loss_sum)) / self._val_batches
+        else:
+            stats["val_dice"] = math.nan
+            stats["val_loss"] = math.nan
+        for layer, lam in self.lambdas.items():
+            stats[f"lambda/{layer}"] = lam
+        if self.lambda_strategy is not None:
+            per_batch = {k: torch.stack(v).cpu().tolist() for k, v in self._layer_batches.items()}
+            self.lambda_strategy.update(self.global_epoch, per_batch)
+        self.last_epoch_stats = stats
+        return stats
+
+    def _reduce(self, value: Tensor | None) -> Tensor:
+        if value is None:
+            return torch.tensor(0.0)
+        value = value.detach().float()
+        if self.trainer.world_size > 1:
+            value = self.trainer.strategy.reduce(value, reduce_op="mean")
+        return value.cpu()
+
+    # -- optimiser -------------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        """AdamW over the model and every loss parameter; optional cosine decay over the phase's steps."""
+        cfg = self.optim_cfg
+        params = [p for p in self.parameters() if p.requires_grad]
+        fused = self.fused_adamw if cfg.fused is None else cfg.fused
+        optimizer = torch.optim.AdamW(
+            params,
+            lr=cfg.lr,
+            betas=cfg.betas,
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+            fused=fused or None,
+        )
+        if cfg.scheduler == "none":
+            return optimizer
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=0.0)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def per_image_dice(logits: Tensor, mask: Tensor, *, threshold: float = 0.5) -> Tensor:
+    """Hard Dice per image for validation: ``sigmoid(logits) > threshold`` against ``mask``.
+
+    Args:
+        logits: (B, 1, H, W) float.
+        mask: (B, 1, H, W) float in {0, 1}.
+        threshold: probability threshold.
+
+    Returns:
+        (B,) float in [0, 1]; an image whose mask and prediction are both empty scores 1.
+    """
+    pred = (torch.sigmoid(logits) > threshold).float()
+    target = (mask > 0.5).float()
+    inter = (pred * target).flatten(1).sum(1)
+    denom = pred.flatten(1).sum(1) + target.flatten(1).sum(1)
+    return torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
