@@ -1,0 +1,165 @@
+"""A tiny self-contained HTML5 page builder: escaped text, tables, embedded PNG figures, atomic writes."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+__all__ = ["Page", "atomic_write_bytes", "atomic_write_text", "esc", "fmt"]
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #1b1b1b; }
+main { max-width: 1100px; margin: 0 auto; padding: 1.5rem; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.75rem 0; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+figure { margin: 1rem 0; } figure img { max-width: 100%; height: auto; }
+figcaption { font-size: 0.85rem; color: #555; }
+p.missing { color: #8a4b00; background: #fff6e5; padding: 0.4rem 0.6rem; }
+pre { background: #f7f7f7; padding: 0.6rem; overflow-x: auto; font-size: 0.85rem; }
+""".strip()
+
+
+def esc(value: object) -> str:
+    """HTML-escape ``str(value)`` (quotes included): every string that comes from data goes through here."""
+    return html.escape(str(value), quote=True)
+
+
+def fmt(value: object, digits: int = 4) -> str:
+    """A number with ``digits`` decimals, ``n/a`` for NaN/None, other values as text (not escaped)."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value)
+    return "n/a" if math.isnan(number) else f"{number:.{digits}f}"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _safe_name(name: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+    return cleaned[:80] or "figure"
+
+
+class Page:
+    """An HTML5 document assembled section by section; figures are embedded and also saved as PNG files.
+
+    Args:
+        title: page title (escaped).
+        figures_dir: where each figure is also written as ``<name>.png``.
+        dpi: resolution of the PNG figures.
+    """
+
+    def __init__(self, title: str, *, figures_dir: Path, dpi: int = 100) -> None:
+        self.title = title
+        self.figures_dir = figures_dir
+        self.dpi = dpi
+        self.parts: list[str] = [f"<h1>{esc(title)}</h1>"]
+        self.figure_paths: list[Path] = []
+        self._names: set[str] = set()
+
+    def heading(self, text: str, level: int = 2) -> None:
+        """A section heading ``<h{level}>`` (2 or 3)."""
+        self.parts.append(f"<h{level}>{esc(text)}</h{level}>")
+
+    def paragraph(self, text: str) -> None:
+        """A paragraph of escaped text."""
+        self.parts.append(f"<p>{esc(text)}</p>")
+
+    def missing(self, text: str) -> None:
+        """A highlighted paragraph saying what is missing and what that leaves out."""
+        self.parts.append(f'<p class="missing">{esc(text)}</p>')
+
+    def bullets(self, items: Sequence[str]) -> None:
+        """An unordered list of escaped items."""
+        if items:
+            self.parts.append("<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>")
+
+    def preformatted(self, text: str) -> None:
+        """A ``<pre>`` block of escaped text."""
+        self.parts.append(f"<pre>{esc(text)}</pre>")
+
+    def table(self, frame: pd.DataFrame, *, digits: int = 4, caption: str | None = None) -> None:
+        """A table of ``frame`` (header = columns); floats get ``digits`` decimals, NaN reads ``n/a``."""
+        head = "".join(f"<th>{esc(c)}</th>" for c in frame.columns)
+        rows = []
+        for record in frame.itertuples(index=False):
+            cells = []
+            for value in record:
+                numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+                klass = ' class="num"' if numeric else ""
+                cells.append(f"<td{klass}>{esc(fmt(value, digits))}</td>")
+            rows.append("<tr>" + "".join(cells) + "</tr>")
+        cap = f"<caption>{esc(caption)}</caption>" if caption else ""
+        self.parts.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+    def mapping(self, data: Mapping[str, Any], *, digits: int = 4) -> None:
+        """A two-column key/value table of a (flattened) mapping."""
+        self.table(pd.DataFrame({"key": list(data), "value": list(data.values())}), digits=digits)
+
+    def figure(self, fig: Figure, name: str, caption: str) -> Path:
+        """Embed ``fig`` as a base64 PNG and save it to ``figures_dir/<name>.png``; returns that path."""
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=self.dpi)
+        data = buf.getvalue()
+        stem = _safe_name(name)
+        unique, i = stem, 2
+        while unique in self._names:
+            unique, i = f"{stem}_{i}", i + 1
+        self._names.add(unique)
+        path = self.figures_dir / f"{unique}.png"
+        atomic_write_bytes(path, data)
+        self.figure_paths.append(path)
+        encoded = base64.b64encode(data).decode("ascii")
+        self.parts.append(
+            f'<figure><img src="data:image/png;base64,{encoded}" alt="{esc(caption)}">'
+            f"<figcaption>{esc(caption)}</figcaption></figure>"
+        )
+        return path
+
+    def render(self) -> str:
+        """The complete HTML5 document."""
+        body = "\n".join(self.parts)
+        return (
+            "<!DOCTYPE html>\n"
+            '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{esc(self.title)}</title>\n<style>\n{_STYLE}\n</style>\n</head>\n"
+            f"<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
+        )
+
+    def write(self, path: Path) -> Path:
+        """Write the document to ``path`` atomically and return ``path``."""
+        atomic_write_text(path, self.render())
+        return path
