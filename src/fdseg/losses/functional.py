@@ -272,13 +272,15 @@ def _resize_mask(mask: Tensor, size: tuple[int, int], mode: str, binarize: bool)
     m = _mask_float(mask.detach())
     if binarize:
         m = (m > 0.5).to(m.dtype)
-    if tuple(m.shape[-2:]) == size:
+    height, width = m.shape[-2:]
+    if (height, width) == size:
         return m
-    if mode == "maxpool":
-        return F.adaptive_max_pool2d(m, size)
-    if mode == "avgpool":
-        return F.adaptive_avg_pool2d(m, size)
-    return F.interpolate(m, size=size, mode="nearest-exact")
+    if mode == "nearest":
+        return F.interpolate(m, size=size, mode="nearest-exact")
+    if height % size[0] == 0 and width % size[1] == 0:  # exact ratio: the same windows, a faster kernel
+        kernel = (height // size[0], width // size[1])
+        return F.max_pool2d(m, kernel) if mode == "maxpool" else F.avg_pool2d(m, kernel)
+    return F.adaptive_max_pool2d(m, size) if mode == "maxpool" else F.adaptive_avg_pool2d(m, size)
 
 
 # ----------------------------------------------------------------------------------------------------------
