@@ -41,15 +41,13 @@ from torch import Tensor, nn
 from fdseg._checks import check_option
 from fdseg.models.blocks import check_divisible
 from fdseg.models.factory import MODELS
-from fdseg.models.features import FeatureInfo
+from fdseg.models.features import FeatureInfo, canonical_name
 
 __all__ = [
     "ExternalSegmenter",
     "monai_feature_info",
     "monai_feature_layers",
 ]
-
-_MAX_LEVEL = 4  # canonical names stop at enc4 / dec4
 
 
 @dataclass(frozen=True)
@@ -112,16 +110,6 @@ class ExternalSegmenter(nn.Module):
         return logits
 
 
-def _canonical(kind: str, reduction: int, deepest: int) -> str | None:
-    """``enc{k}``/``dec{k}`` for a power-of-two ``reduction`` shallower than the bottleneck, else None."""
-    if reduction >= deepest:
-        return None
-    level = reduction.bit_length()  # 1 -> 1, 2 -> 2, 4 -> 3, 8 -> 4
-    if reduction != 1 << (level - 1) or level > _MAX_LEVEL:
-        return None
-    return f"{kind}{level}"
-
-
 def _ordered(encoder: list[_Tap], bottleneck: _Tap, decoder: list[_Tap]) -> list[_Tap]:
     enc = sorted(encoder, key=lambda t: t.reduction)
     dec = sorted(decoder, key=lambda t: -t.reduction)
@@ -148,11 +136,11 @@ def _monai_unet_taps(net: Any) -> list[_Tap]:
     for level in range(n):
         reduction = 2 ** (level + 1)
         down = f"{prefix}.0" if level == 0 else f"{prefix}.submodule.0"
-        name = _canonical("enc", reduction, deepest)
+        name = canonical_name("enc", reduction, deepest)
         if name:
             encoder.append(_Tap(name, down, channels[level], reduction))
         if level > 0:  # the top up layer (model.2) outputs the logits
-            name = _canonical("dec", 2**level, deepest)
+            name = canonical_name("dec", 2**level, deepest)
             if name:
                 decoder.append(_Tap(name, f"{prefix}.submodule.2", channels[level - 1], 2**level))
         prefix = f"{prefix}.1" if level == 0 else f"{prefix}.submodule.1"
@@ -171,12 +159,12 @@ def _monai_attention_unet_taps(net: Any) -> list[_Tap]:
     decoder: list[_Tap] = []
     layer = "model.1"  # the AttentionLayer of level 0
     for level in range(n):
-        name = _canonical("dec", 2**level, deepest)
+        name = canonical_name("dec", 2**level, deepest)
         if name:
             decoder.append(_Tap(name, layer, channels[level], 2**level))
         if level == n - 1:
             break
-        name = _canonical("enc", 2 ** (level + 1), deepest)
+        name = canonical_name("enc", 2 ** (level + 1), deepest)
         if name:
             encoder.append(_Tap(name, f"{layer}.submodule.0", channels[level + 1], 2 ** (level + 1)))
         layer = f"{layer}.submodule.1"

@@ -34,6 +34,7 @@ __all__ = [
     "CANONICAL_LAYERS",
     "FeatureInfo",
     "FeatureTap",
+    "canonical_name",
     "parse_layer_path",
     "resolve_layers",
     "unwrap_model",
@@ -68,6 +69,32 @@ class FeatureInfo:
     name: str
     channels: int
     reduction: int
+
+
+def canonical_name(part: str, reduction: int, bottleneck_reduction: int) -> str | None:
+    """The canonical name of an encoder or decoder map at ``reduction``, or None when it has none.
+
+    Names describe resolution: ``enc{k}``/``dec{k}`` sit at reduction ``2**(k-1)`` for k = 1..4. A map at
+    or below the bottleneck's resolution, or at a reduction that is not a power of two, has no name.
+
+    Args:
+        part: ``"enc"`` or ``"dec"``.
+        reduction: input H // feature h of the map.
+        bottleneck_reduction: the reduction of the network's deepest map.
+
+    Raises:
+        ValueError: ``part`` is neither ``"enc"`` nor ``"dec"``.
+
+    Example:
+        >>> canonical_name("enc", 8, 16), canonical_name("enc", 16, 32), canonical_name("dec", 1, 16)
+        ('enc4', None, 'dec1')
+    """
+    if part not in ("enc", "dec"):
+        raise ValueError(f"part must be 'enc' or 'dec', got {part!r}")
+    level = reduction.bit_length()  # 1 -> 1, 2 -> 2, 4 -> 3, 8 -> 4
+    if reduction < 1 or reduction >= bottleneck_reduction or reduction != 1 << (level - 1) or level > 4:
+        return None
+    return f"{part}{level}"
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
