@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,3 +193,32 @@ def test_bad_input_raises_clear_errors() -> None:
         metrics_from_counts(t([1]), t([0]), t([-1]), t([0]))
     with pytest.raises(ValueError, match="apply sigmoid"):
         soft_batch_dice(torch.full((1, 1, 2, 2), 2.0), torch.zeros(1, 1, 2, 2))
+
+
+def _tnbc_masks() -> list:
+    root = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "tnbc" / "TNBC_NucleiSegmentation"
+    masks = sorted(root.glob("GT_0[12]/*.png"))[:3]
+    if not masks:
+        pytest.skip(f"real TNBC masks not found under {root}")
+    return masks
+
+
+def test_real_tnbc_masks_against_monai_and_numpy() -> None:
+    from PIL import Image
+
+    masks = np.stack([np.asarray(Image.open(p).convert("L")) > 127 for p in _tnbc_masks()])
+    truth = torch.from_numpy(masks[:, None].astype(np.float32))  # (3, 1, 512, 512)
+    # prediction: the nuclei shifted by 3 pixels and one image predicted empty
+    pred = torch.roll(truth, shifts=(3, -2), dims=(2, 3))
+    pred[2] = 0
+    logits = (pred * 2 - 1) * BIG
+    m = segmentation_metrics(logits, truth)
+    ref = compute_dice(pred, truth, include_background=True, ignore_empty=False).double().numpy()
+    np.testing.assert_allclose(m["dice"].numpy(), ref, rtol=1e-6)  # MONAI computes in float32
+    p, y = pred.numpy().astype(bool), truth.numpy().astype(bool)
+    for i in range(3):
+        tp = int((p[i] & y[i]).sum())
+        assert int(m["tp"][i, 0]) == tp and int(m["fn"][i, 0]) == int((~p[i] & y[i]).sum())
+        assert float(m["iou"][i, 0]) == pytest.approx(tp / int((p[i] | y[i]).sum()))
+    assert float(m["dice"][2, 0]) == 0.0 and math.isnan(float(m["precision"][2, 0]))
+    assert 0.0 < float(m["dice"][0, 0]) < 1.0

@@ -178,9 +178,11 @@ def confusion_counts(
     pred = hard_predictions(logits, threshold=threshold, from_logits=from_logits, decision=decision)
     dims = (2, 3)
     tp = (pred & truth).sum(dim=dims, dtype=torch.int64)
-    fp = (pred & ~truth).sum(dim=dims, dtype=torch.int64)
-    fn = (~pred & truth).sum(dim=dims, dtype=torch.int64)
-    tn = (~pred & ~truth).sum(dim=dims, dtype=torch.int64)
+    n_pred = pred.sum(dim=dims, dtype=torch.int64)
+    n_true = truth.sum(dim=dims, dtype=torch.int64)
+    fp = n_pred - tp
+    fn = n_true - tp
+    tn = logits.shape[2] * logits.shape[3] - tp - fp - fn
     return {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
 
 
