@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -14,6 +15,17 @@ from fdseg.models._paper_layers import keras_init_
 from fdseg.models.attention_unet import AttentionUNet
 from fdseg.models.cmunet import CMUNet
 from fdseg.models.nucleisegnet import NucleiSegNet
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread() -> Iterator[None]:
+    """Run these tiny models on one intra-op thread: on a busy 2-core machine, two OpenMP threads made the
+    same forward/backward passes up to 100x slower. The previous setting is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Parameter counts. Keras' model.summary() total counts BatchNorm moving mean/variance as (non-trainable)

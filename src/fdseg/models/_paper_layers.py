@@ -5,7 +5,9 @@ BatchNorm conventions (``method-spec.md`` §D4), which differ from PyTorch's:
 
 * ``BatchNormalization(momentum=m, epsilon=e)`` updates ``moving = m * moving + (1 - m) * batch``;
   PyTorch's ``momentum`` is the weight of the *new* value, so Keras ``m`` becomes PyTorch ``1 - m``
-  (0.99 -> 0.01, 0.5 -> 0.5). Keras' default epsilon is 1e-3 (PyTorch: 1e-5).
+  (0.99 -> 0.01, 0.5 -> 0.5). Keras' default epsilon is 1e-3 (PyTorch: 1e-5). One difference remains:
+  PyTorch feeds the unbiased batch variance into ``running_var`` (Keras the biased one), a factor
+  n / (n - 1) with n = B·H·W values per channel.
 * Keras kernels default to ``glorot_uniform`` and biases to zero (PyTorch: Kaiming-uniform with a=sqrt(5)
   and a fan-in uniform bias). ``HeNormal`` and ``glorot_normal`` draw from a normal truncated at two
   standard deviations, rescaled by 1/0.8796 so that the variance is exactly ``scale / fan``.

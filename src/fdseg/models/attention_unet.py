@@ -183,6 +183,7 @@ class AttentionUNet(nn.Module):
     Parameter count (``in_channels=3, out_channels=1, base_width=64``, released): 8,135,745 trainable
     parameters; with the 7,424 BatchNorm running means and variances, 8,143,169 — exactly the Keras
     ``model.summary()`` total (8.14 M), which counts BN moving statistics as non-trainable parameters.
+    ``variant="jimenez2022"``: 13,373,290 trainable parameters (``Conv_middle`` and the up-convs add to it).
 
     Args:
         in_channels: image channels C of the ``(B, C, H, W)`` input.
