@@ -6,7 +6,7 @@ Importing this package registers every built-in model in :data:`MODELS`; build o
 
 from __future__ import annotations
 
-from fdseg.models import external, smp, transunet, unet
+from fdseg.models import attention_unet, cmunet, external, nucleisegnet, smp, transunet, unet
 from fdseg.models.factory import MODELS, create_model, list_models
 from fdseg.models.features import (
     CANONICAL_LAYERS,
@@ -25,10 +25,13 @@ __all__ = [
     "FeatureInfo",
     "FeatureTap",
     "UNet",
+    "attention_unet",
     "canonical_name",
+    "cmunet",
     "create_model",
     "external",
     "list_models",
+    "nucleisegnet",
     "parse_layer_path",
     "resolve_layers",
     "smp",
