@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.abc
+import itertools
+import sys
+import types
+
 import pytest
 import torch
 from monai.networks.layers.simplelayers import SkipConnection
@@ -149,3 +154,130 @@ def test_factory_options_are_checked() -> None:
         ExternalSegmenter(
             nn.Identity(), feature_info=(), feature_layers={"a": "b"}, in_channels=1, divisor=1, name="x"
         )
+
+
+# --- smp: the error path always, the tap map on a stand-in with smp's module layout -----------------------
+
+
+class _RaiseOnImport(importlib.abc.MetaPathFinder):
+    """Makes ``import segmentation_models_pytorch`` fail like a torchvision that does not match torch."""
+
+    def find_spec(self, fullname: str, path: object, target: object = None) -> None:
+        if fullname == "segmentation_models_pytorch":
+            raise RuntimeError("operator torchvision::nms does not exist")
+
+
+def test_smp_missing_raises_import_error_with_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "segmentation_models_pytorch", None)
+    with pytest.raises(ImportError, match=r'pip install "fdseg\[smp\]".*torchvision build matching'):
+        create_model("smp_unet")
+
+
+def test_smp_broken_torchvision_raises_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "segmentation_models_pytorch", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_RaiseOnImport(), *sys.meta_path])
+    with pytest.raises(
+        ImportError, match=r"RuntimeError: operator torchvision::nms does not exist.*fdseg\[smp\]"
+    ):
+        create_model("smp_unetplusplus")
+
+
+class _StandInEncoder(nn.Module):
+    """smp's encoder contract: ``forward(x) -> [x, f1, ..., fd]`` with f_i at reduction 2**i."""
+
+    def __init__(self, in_channels: int, depth: int) -> None:
+        super().__init__()
+        widths = [in_channels, 6, 7, 8, 9, 10][: depth + 1]
+        self.out_channels = tuple(widths)
+        self.output_stride = 2**depth
+        self.stages = nn.ModuleList(
+            nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in itertools.pairwise(widths)
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = [x]
+        for stage in self.stages:
+            feats.append(stage(feats[-1]))
+        return feats
+
+
+class _StandInBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(nn.functional.interpolate(x, scale_factor=2.0))
+
+
+class _StandInDecoder(nn.Module):
+    def __init__(self, head_channels: int, decoder_channels: tuple[int, ...], plusplus: bool) -> None:
+        super().__init__()
+        ins = [head_channels, *decoder_channels[:-1]]
+        blocks = [_StandInBlock(a, b) for a, b in zip(ins, decoder_channels)]
+        if plusplus:
+            self.blocks: nn.Module = nn.ModuleDict({f"x_0_{j}": b for j, b in enumerate(blocks)})
+        else:
+            self.blocks = nn.ModuleList(blocks)
+        self.plusplus = plusplus
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        x = feats[-1]
+        for j in range(len(self.blocks)):
+            x = self.blocks[f"x_0_{j}" if self.plusplus else j](x)  # type: ignore[index]
+        return x
+
+
+def _stand_in_smp() -> types.ModuleType:
+    def make(plusplus: bool) -> type[nn.Module]:
+        class Model(nn.Module):
+            def __init__(self, *, encoder_depth: int, decoder_channels: tuple[int, ...], in_channels: int,
+                         classes: int, **_: object) -> None:  # fmt: skip
+                super().__init__()
+                self.encoder = _StandInEncoder(in_channels, encoder_depth)
+                self.decoder = _StandInDecoder(self.encoder.out_channels[-1], decoder_channels, plusplus)
+                self.segmentation_head = nn.Conv2d(decoder_channels[-1], classes, 1)
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.segmentation_head(self.decoder(self.encoder(x)))
+
+        Model.__name__ = "UnetPlusPlus" if plusplus else "Unet"
+        return Model
+
+    module = types.ModuleType("segmentation_models_pytorch")
+    module.Unet = make(False)  # type: ignore[attr-defined]
+    module.UnetPlusPlus = make(True)  # type: ignore[attr-defined]
+    return module
+
+
+@pytest.mark.parametrize("name", ["smp_unet", "smp_unetplusplus"])
+@pytest.mark.parametrize("depth", [3, 5])
+def test_smp_tap_map_on_stand_in(monkeypatch: pytest.MonkeyPatch, name: str, depth: int) -> None:
+    monkeypatch.setitem(sys.modules, "segmentation_models_pytorch", _stand_in_smp())
+    model = create_model(name, in_channels=3, out_channels=2, encoder_depth=depth)
+    layers = model.feature_layers
+    assert layers["bottleneck"] == f"net.encoder[{depth}]"
+    assert "enc1" not in layers and "dec1" in layers
+    last = (
+        f"net.decoder.blocks.x_0_{depth - 1}"
+        if name == "smp_unetplusplus"
+        else f"net.decoder.blocks.{depth - 1}"
+    )
+    assert layers["dec1"] == last
+    expected = ["enc2", "enc3", "enc4"][: min(depth - 1, 3)]  # every map shallower than the bottleneck
+    assert [n for n in layers if n.startswith("enc")] == expected
+    x = torch.rand(1, 3, 64, 64)
+    with FeatureTap(model, layers) as feats:
+        assert model(x).shape == (1, 2, 64, 64)
+    for f in model.feature_info:
+        assert feats[f.name].shape == (1, f.channels, 64 // f.reduction, 64 // f.reduction), f
+    with pytest.raises(ValueError, match=f"divisible by {2**depth}"):
+        model(torch.rand(1, 3, 2**depth + 4, 64))
+
+
+def test_smp_options_are_checked_before_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "segmentation_models_pytorch", None)
+    with pytest.raises(ValueError, match=r"unknown encoder_depth 6.*valid options: \['3', '4', '5'\]"):
+        create_model("smp_unet", encoder_depth=6)
+    with pytest.raises(ValueError, match="decoder_channels needs encoder_depth=4 widths"):
+        create_model("smp_unet", encoder_depth=4, decoder_channels=(8, 8))
