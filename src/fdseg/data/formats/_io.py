@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
@@ -37,11 +38,15 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
 
 #: Options every loader in :mod:`fdseg.data.formats` accepts (strings, as in a spec's query).
-COMMON_OPTIONS: dict[str, str] = {"strict": "true", "max_pixels": str(DEFAULT_MAX_PIXELS)}
+COMMON_OPTIONS: Mapping[str, str] = MappingProxyType(
+    {"strict": "true", "max_pixels": str(DEFAULT_MAX_PIXELS)}
+)
 
 Severity = Literal["error", "warning", "info"]
 
 _TIFF_SUFFIXES = (".tif", ".tiff")
+#: Image extensions the format loaders pair (lower case, with the dot).
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, MemoryError)
 
 
@@ -405,6 +410,58 @@ def read_xml(path: str | Path) -> Any:
     return tree.getroot()
 
 
+def _refuse(kind: str) -> Any:
+    def handler(*args: Any) -> Any:
+        import defusedxml
+
+        exc = {
+            "dtd": defusedxml.DTDForbidden,
+            "entity": defusedxml.EntitiesForbidden,
+            "external": defusedxml.ExternalReferenceForbidden,
+        }[kind]
+        raise exc(*(["?"] * {"dtd": 3, "entity": 6, "external": 4}[kind]))
+
+    return handler
+
+
+def scan_xml(path: str | Path, on_start: Any) -> None:
+    """Stream an XML file through ``on_start(tag, attributes)`` with the refusals of :func:`read_xml`.
+
+    The expat parser gets the handlers ``defusedxml`` installs (any DTD, entity declaration or external
+    entity reference raises ``defusedxml.DTDForbidden`` / ``EntitiesForbidden`` /
+    ``ExternalReferenceForbidden``), but no element tree is built, which makes large annotation files
+    (MoNuSeg: 4 MB, 60k elements) several times faster to read than with ``defusedxml.ElementTree``.
+
+    Raises:
+        DatasetError: missing file, malformed or hostile XML (naming the file), or whatever ``on_start``
+            raises as ``DatasetError``.
+    """
+    import pyexpat
+
+    import defusedxml
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(path, "file not found")
+    parser = pyexpat.ParserCreate()
+    parser.StartDoctypeDeclHandler = _refuse("dtd")
+    parser.EntityDeclHandler = _refuse("entity")
+    parser.UnparsedEntityDeclHandler = _refuse("entity")
+    parser.ExternalEntityRefHandler = _refuse("external")
+    parser.StartElementHandler = on_start
+    try:
+        with path.open("rb") as f:
+            parser.ParseFile(f)
+    except defusedxml.DefusedXmlException as exc:
+        raise DatasetError(
+            path, f"refused unsafe XML (DTDs, entity declarations, external entities are forbidden): {exc!r}"
+        ) from None
+    except pyexpat.ExpatError as exc:
+        raise DatasetError(path, f"malformed XML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(path, f"cannot read XML: {exc}") from None
+
+
 # -- lenient scanning -------------------------------------------------------------------------------------
 
 
@@ -450,6 +507,19 @@ class FormatLoader(RawDataset, abc.ABC):
         log = logger.warning if severity != "info" else logger.info
         log("%s: %s", path, message)
 
+    def files_by_stem(self, folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> dict[str, Path]:
+        """Files of ``folder`` with one of ``suffixes`` by stem (hidden files skipped); a second file with the
+        same stem is reported and ignored."""
+        found: dict[str, Path] = {}
+        for path in sorted(folder.iterdir()):
+            if not path.is_file() or is_hidden(path) or path.suffix.lower() not in suffixes:
+                continue
+            if path.stem in found:
+                self.problem(path, f"second file with the id {path.stem!r} (first: {found[path.stem].name})")
+                continue
+            found[path.stem] = path
+        return found
+
     def image_meta(self, info: ImageInfo) -> dict[str, str]:
         """The decode facts loaders put in ``RawSample["meta"]`` (read by the dataset checker)."""
         meta = {"image_mode": info.mode}
@@ -485,3 +555,15 @@ def looks_like_mask(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bool
     grey = rgb[..., 0]
     peak = grey.max()
     return bool(np.count_nonzero((grey == 0) | (grey == peak)) >= 0.95 * grey.size)
+
+
+def find_folder(root: Path, accept: Any, depth: int = 2) -> Path | None:
+    """The first folder at ``root`` or up to ``depth`` levels below it (breadth first, sorted, hidden
+    folders skipped) for which ``accept(folder)`` is true; ``None`` when there is none."""
+    frontier = [root] if root.is_dir() else []
+    for _ in range(depth + 1):
+        for folder in frontier:
+            if accept(folder):
+                return folder
+        frontier = [d for f in frontier for d in sorted(f.iterdir()) if d.is_dir() and not is_hidden(d)]
+    return None

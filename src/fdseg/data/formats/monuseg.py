@@ -19,7 +19,6 @@ earlier one where they overlap. The Kaggle layout has binary masks only (no ``in
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from fdseg.data.formats._io import (
     natural_key,
     read_image,
     read_mask,
-    read_xml,
+    scan_xml,
 )
 
 _TRAIN_DIRS = ("Tissue Images", "Annotations")
@@ -63,37 +62,57 @@ class Polygons:
 def read_polygons(path: str | Path) -> Polygons:
     """Parse an Aperio ImageScope XML into polygons (``Region`` -> ``Vertices/Vertex@X,@Y``).
 
+    Streams the file with :func:`~fdseg.data.formats._io.scan_xml` (hostile XML refused as with defusedxml).
+
     Raises:
         DatasetError: malformed or hostile XML, no ``Region`` element, a vertex without a finite X/Y.
     """
     path = Path(path)
-    root = read_xml(path)
-    regions = list(root.iter("Region"))
+    regions: list[tuple[str, list[tuple[str | None, str | None]]]] = []
+    root_tag: list[str] = []
+
+    def on_start(tag: str, attrs: dict[str, str]) -> None:
+        if tag == "Vertex":
+            if regions:
+                regions[-1][1].append((attrs.get("X"), attrs.get("Y")))
+        elif tag == "Region":
+            regions.append((attrs.get("Id", f"#{len(regions) + 1}"), []))
+        elif not root_tag:
+            root_tag.append(tag)
+
+    scan_xml(path, on_start)
     if not regions:
+        root = root_tag[0] if root_tag else "?"
         raise DatasetError(
-            path, f"no <Region> element in this XML (root <{root.tag}>); not an Aperio annotation?"
+            path, f"no <Region> element in this XML (root <{root}>); not an Aperio annotation?"
         )
     polygons: list[np.ndarray] = []
     skipped: list[str] = []
-    for index, region in enumerate(regions, start=1):
-        region_id = region.get("Id", f"#{index}")
-        coords: list[tuple[float, float]] = []
-        for vertex in region.iter("Vertex"):
-            x, y = vertex.get("X"), vertex.get("Y")
-            try:
-                fx, fy = float(x or ""), float(y or "")
-            except (TypeError, ValueError):
-                raise DatasetError(
-                    path, f"Region Id={region_id}: vertex X={x!r} Y={y!r} is not a number"
-                ) from None
-            if not (math.isfinite(fx) and math.isfinite(fy)):
-                raise DatasetError(path, f"Region Id={region_id}: vertex X={x!r} Y={y!r} is not finite")
-            coords.append((fx, fy))
-        if len(coords) < 3:
+    for region_id, raw in regions:
+        if len(raw) < 3:
             skipped.append(region_id)
             continue
-        polygons.append(np.asarray(coords, dtype=np.float64))
+        try:
+            coords = np.array([(float(x or "nan"), float(y or "nan")) for x, y in raw], dtype=np.float64)
+        except ValueError:
+            bad = next(v for v in raw if not _is_number(v[0]) or not _is_number(v[1]))
+            raise DatasetError(
+                path, f"Region Id={region_id}: vertex X={bad[0]!r} Y={bad[1]!r} is not a number"
+            ) from None
+        if not np.all(np.isfinite(coords)):
+            bad_at = int(np.nonzero(~np.isfinite(coords).all(axis=1))[0][0])
+            x, y = raw[bad_at]
+            raise DatasetError(path, f"Region Id={region_id}: vertex X={x!r} Y={y!r} is not a finite number")
+        polygons.append(coords)
     return Polygons(polygons=polygons, skipped=skipped)
+
+
+def _is_number(text: str | None) -> bool:
+    try:
+        float(text or "")
+    except ValueError:
+        return False
+    return True
 
 
 def _expand_runs(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
