@@ -193,3 +193,18 @@ def test_channels_last_and_multiclass_mask() -> None:
     expected = (float(per_class[0].total) + float(per_class[1].total)) / 2
     assert float(FeatureDiscrepancyLoss(["enc1"])(feats, two).total) == pytest.approx(expected, rel=1e-5)
     assert math.isfinite(float(loss(feats, torch.zeros_like(two)).total))
+
+
+@pytest.mark.parametrize("mask_resize", ["maxpool", "nearest", "avgpool"])
+@pytest.mark.parametrize("binarize_mask", [True, False])
+def test_module_equals_functional_for_every_resize_rule(mask_resize: str, binarize_mask: bool) -> None:
+    feats, mask = _batch()
+    mask = mask * 0.8 + 0.1 * torch.rand_like(mask)  # soft values on both sides of 0.5
+    loss = ExchangeableFeatureDiscrepancyLoss(LAYERS, mask_resize=mask_resize, binarize_mask=binarize_mask)
+    out = loss(feats, mask)
+    for name in LAYERS:
+        opts = {"mask_resize": mask_resize, "binarize_mask": binarize_mask}
+        ref = fd_term(feats[name], mask, **opts)  # type: ignore[arg-type]
+        exch = exchangeable_fd_term(feats[name], mask, **opts)
+        assert float(out.terms[f"fd/{name}"]) == pytest.approx(float(ref.value), rel=1e-6)
+        assert float(out.terms[f"fd_exch/{name}"]) == pytest.approx(float(exch.value), rel=1e-6)

@@ -192,7 +192,10 @@ class FeatureDiscrepancyLoss(nn.Module):
     ) -> _Gaps:
         """Prototype gaps of one layer; ``masks`` caches the resized mask per spatial size within one call."""
         if size not in masks:
-            masks[size] = _resize_mask(mask, size, self.options.mask_resize, self.options.binarize_mask)
+            if "full" not in masks:  # binarise once at full resolution (it commutes with every resize mode)
+                full_size = (int(mask.shape[-2]), int(mask.shape[-1]))
+                masks["full"] = _resize_mask(mask, full_size, "nearest", self.options.binarize_mask)
+            masks[size] = _resize_mask(masks["full"], size, self.options.mask_resize, False)
         return _gaps(features, masks[size], self.options.roles, self.options.spatial)
 
     def forward(

@@ -305,7 +305,7 @@ def _region_sums(features: Tensor, mask_l: Tensor) -> tuple[Tensor, Tensor]:
     dtype = _compute_dtype(features.dtype)
     weights = mask_l.to(dtype)
     weights = torch.cat([weights, 1.0 - weights], dim=1).flatten(2)  # (B, 2K, n)
-    flat = features.flatten(2).transpose(1, 2)  # (B, n, C): a view for NCHW and for channels-last
+    flat = features.flatten(2).to(dtype)  # (B, C, n): a view for NCHW, (stride 1 on C) for channels-last
     device_type = features.device.type
     ctx = (
         torch.autocast(device_type, enabled=False)
@@ -313,7 +313,12 @@ def _region_sums(features: Tensor, mask_l: Tensor) -> tuple[Tensor, Tensor]:
         else contextlib.nullcontext()
     )
     with ctx:
-        sums = torch.bmm(weights, flat.to(dtype))
+        # Orient the product so that the gradient (B, C, n) is written in the features' own layout,
+        # without a transposing copy: NCHW -> (C, n) @ (n, 2K); channels-last -> (2K, n) @ (n, C).
+        if flat.stride(1) == 1 and flat.shape[1] > 1:
+            sums = torch.bmm(weights, flat.transpose(1, 2))
+        else:
+            sums = torch.bmm(flat, weights.transpose(1, 2)).transpose(1, 2)
     return sums, weights.sum(-1)
 
 
