@@ -91,9 +91,10 @@ def _make_run(root: Path, seed: int, *, shift: float = 0.0, complete: bool = Tru
     (root / "test").mkdir()
     n = 12
     dice = np.clip(rng.uniform(0.4, 0.9, n) + shift, 0, 1)
+    dice[0] = 0.1 + shift  # "007" is the lowest-Dice image
     per_sample = pd.DataFrame(
         {
-            "id": [f"img{i:02d}" for i in range(n - 1)] + [HOSTILE],
+            "id": ["007", *[f"img{i:02d}" for i in range(1, n - 1)], HOSTILE],
             "source": [0] * 6 + [1] * 6,
             "tp": 10,
             "fp": 2,
@@ -133,6 +134,7 @@ def test_run_report_is_valid_self_contained_html(tmp_path: Path) -> None:
     assert "1 of 12 images have an empty ground truth" in body
     assert "history.csv has no fd_exch/<layer> values" in body
     assert "Dice per source" in body
+    assert "<td>007</td>" in text  # a numeric-looking id is read and shown as text
 
 
 def test_run_report_says_what_is_missing(tmp_path: Path) -> None:
@@ -249,3 +251,14 @@ def test_compare_to_baseline_test_choice() -> None:
         )
     with pytest.raises(KeyError, match="no 'method' column"):
         write_experiment_report(Path("/nonexistent"), pd.DataFrame({"dice": [0.5]}), title="t", runs={})
+
+
+def test_numeric_looking_ids_stay_text(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "test").mkdir(parents=True)
+    ids = ["001", "002", "003", "004"]
+    table = pd.DataFrame({"id": ids, "dice": [0.1, 0.2, 0.3, 0.4]})
+    table.to_csv(run / "test" / "per_sample.csv", index=False)
+    text = write_run_report(run, dpi=40).read_text(encoding="utf-8")
+    assert "<td>001</td>" in text and "<td>004</td>" in text
+    assert "no fd/&lt;layer&gt; columns" in text

@@ -94,7 +94,7 @@ def test_layer_curves_one_line_per_layer() -> None:
     assert _data_lines(ax) == 3
     assert [t.get_text() for t in ax.get_legend().get_texts()][:3] == ["enc1", "bottleneck", "dec1"]
     assert ax.get_ylabel() == "L_fd per layer"
-    fig = plot_layer_curves(_history(), prefix="lambda/", layers=["dec1"])
+    fig = plot_layer_curves(_history(), prefix="lambda/", layers=["lambda/dec1"])
     assert _data_lines(fig.axes[0]) == 1 and fig.axes[0].get_ylabel() == "λ per layer"
     with pytest.raises(ValueError, match="no column starting with 'fd_exch/'"):
         plot_layer_curves(_history(), prefix="fd_exch/")

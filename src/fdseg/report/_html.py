@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -38,20 +39,20 @@ def esc(value: object) -> str:
 
 
 def fmt(value: object, digits: int = 4) -> str:
-    """A number with ``digits`` decimals, ``n/a`` for NaN/None, other values as text (not escaped)."""
+    """A float with ``digits`` decimals, ints as they are, ``n/a`` for NaN/None, anything else as text.
+
+    The result is not escaped; pass it through :func:`esc`.
+    """
     if value is None:
         return "n/a"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return str(value)
-    return "n/a" if math.isnan(number) else f"{number:.{digits}f}"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        return "n/a" if math.isnan(number) else f"{number:.{digits}f}"
+    return str(value)  # strings stay as they are: an id such as "01_1" is not a number
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -117,7 +118,9 @@ class Page:
         for record in frame.itertuples(index=False):
             cells = []
             for value in record:
-                numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+                numeric = isinstance(value, (int, float, np.number)) and not isinstance(
+                    value, (bool, np.bool_)
+                )
                 klass = ' class="num"' if numeric else ""
                 cells.append(f"<td{klass}>{esc(fmt(value, digits))}</td>")
             rows.append("<tr>" + "".join(cells) + "</tr>")

@@ -19,7 +19,7 @@ def read_csv(path: Path) -> tuple[pd.DataFrame | None, str | None]:
     if not path.is_file():
         return None, f"{path.name} not found in {path.parent}"
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, dtype={"id": str})  # ids such as "001" stay text
     except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         return None, f"{path} could not be read as CSV: {err}"
     if frame.empty:

@@ -111,8 +111,8 @@ def plot_layer_curves(
     Args:
         history: one row per epoch with ``epoch`` and columns such as ``fd/enc1`` or ``lambda/dec1``.
         prefix: ``"fd/"`` (L_fd), ``"fd_exch/"`` (L_fd^exch) or ``"lambda/"`` (λ), or any column prefix.
-        layers: layer names to draw (default: every column with the prefix, in network order); layers whose
-            column is all NaN are skipped.
+        layers: layer names (``"enc1"``) or full column names (``"fd/enc1"``) to draw (default: every column
+            with the prefix, in network order); layers whose column is all NaN are skipped.
         ax: axes to draw into (default: a new figure).
         title: optional axes title.
 
@@ -128,7 +128,9 @@ def plot_layer_curves(
     available = layer_columns(list(history.columns), prefix)
     if not available:
         raise ValueError(f"history has no column starting with {prefix!r}; columns: {list(history.columns)}")
-    chosen = list(layers) if layers is not None else available
+    if isinstance(layers, str):
+        layers = [layers]
+    chosen = [layer[len(prefix) :] if layer.startswith(prefix) else layer for layer in layers or available]
     missing = [layer for layer in chosen if layer not in available]
     if missing:
         raise KeyError(
