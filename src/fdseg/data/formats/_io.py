@@ -262,6 +262,11 @@ def read_image(
             raise
         arr, info = _array_to_rgb(path, _read_tiff_fallback(path, max_pixels, exc.problem), "tifffile")
         return (arr if channels == 3 else _rgb_to_grey(arr)), info
+    if _is_deep_colour_tiff(img):
+        # Pillow keeps only the high byte of 16-bit colour TIFFs; read full precision and apply our rule.
+        img.close()
+        arr, info = _array_to_rgb(path, _read_tiff_fallback(path, max_pixels, "16-bit colour"), "tifffile")
+        return (arr if channels == 3 else _rgb_to_grey(arr)), info
     with img:
         _decode(path, img)
         mode = img.mode
@@ -287,6 +292,15 @@ def read_image(
             rescaled=rescaled,
         )
     return np.ascontiguousarray(arr), info
+
+
+def _is_deep_colour_tiff(img: Image.Image) -> bool:
+    """A TIFF with more than 8 bits per colour sample (which Pillow would truncate to its high byte)."""
+    if img.format != "TIFF" or img.mode not in ("RGB", "RGBA"):
+        return False
+    bits = getattr(img, "tag_v2", {}).get(258, (8,))
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    return any(int(b) > 8 for b in bits)
 
 
 def _rgb_to_grey(arr: np.ndarray) -> np.ndarray:

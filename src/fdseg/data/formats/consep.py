@@ -72,12 +72,21 @@ def read_mat(path: str | Path, keys: tuple[str, ...] = REQUIRED_KEYS) -> dict[st
     except NotImplementedError:  # scipy's answer to MATLAB v7.3 (HDF5) files
         return _read_mat73(path, keys)
     except (ValueError, OSError, TypeError, EOFError) as exc:
+        if _is_hdf5(path):  # an HDF5 .mat without the MATLAB 7.3 header
+            return _read_mat73(path, keys)
         raise DatasetError(path, f"cannot read .mat file: {exc}") from None
     present = sorted(k for k in content if not k.startswith("__"))
     missing = [k for k in keys if k not in content]
     if missing:
         raise DatasetError(path, f"missing keys {missing} in .mat file; it has {present}")
     return {k: np.asarray(content[k]) for k in keys}
+
+
+def _is_hdf5(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(2048)
+    signature = b"\x89HDF\r\n\x1a\n"
+    return any(head[offset : offset + 8] == signature for offset in (0, 512, 1024))
 
 
 def _read_mat73(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
