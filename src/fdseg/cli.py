@@ -151,7 +151,7 @@ def report(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/demo"),
-    steps: Annotated[int, typer.Option(help="Optimiser-step budget per run.")] = 300,
+    steps: Annotated[int, typer.Option(help="Optimiser-step budget per run.")] = 250,
     seeds: Annotated[int, typer.Option(help="Seeds per arm.")] = 1,
     jobs: Annotated[int, typer.Option(help="Runs in parallel (one torch thread each when > 1).")] = 2,
 ) -> None:

@@ -47,7 +47,7 @@ class DemoSettings:
         lambda_max: λ per layer once L_fd is on.
     """
 
-    steps: int = 300
+    steps: int = 250
     seeds: tuple[int, ...] = (0,)
     jobs: int = 2
     threads_per_job: int = 1
@@ -97,9 +97,9 @@ def demo_runs(out: str | Path, settings: DemoSettings) -> list[RunSpec]:
             data: dict[str, Any] = {
                 "base": base,
                 "image_size": settings.size,
-                "split_scheme": "random",
+                "split_scheme": "paper",
                 "split_seed": seed,
-                "val_fraction": 0.25,
+                "val_fraction": 0.15,
                 "test_fraction": 0.4,
                 "cache_dir": str((out / ".cache").resolve()),
             }

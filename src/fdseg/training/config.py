@@ -57,7 +57,8 @@ class DataConfig:
         test_fraction: test ratio (``None``: the scheme's default; ignored when an official test set is used).
         split_grouped: keep patient/slide groups in one set when the dataset has groups.
         split_official: honour the dataset's official split when it has one.
-        augment: paired flips and 90°/270° rotations on training images.
+        augment: training augmentation: ``paper`` (identity, flips, 90°/270° rotations, one per sample),
+            ``flip_rot90`` or ``none`` (see :mod:`fdseg.data.transforms`).
         cache_dir: where resized arrays are cached (``None``: ``.cache`` beside the run directory).
     """
 
@@ -72,7 +73,7 @@ class DataConfig:
     test_fraction: float | None = None
     split_grouped: bool = True
     split_official: bool = True
-    augment: bool = True
+    augment: str = "paper"
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:

@@ -10,8 +10,6 @@ images always come from the base site.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +18,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fdseg.data.base import natural_key, open_dataset
+from fdseg.data.base import open_dataset
 from fdseg.data.cache import CachedDataset
 from fdseg.data.cache import resize_image as _resize_image
 from fdseg.data.errors import SplitError
 from fdseg.data.formats._io import read_image
+from fdseg.data.pooling import PooledDataset, addition_schedule, select_subset
 from fdseg.data.splits import SourceSplit, load_splits, save_splits, split_dataset
+from fdseg.data.torch_dataset import SegmentationDataset, collate
+from fdseg.data.transforms import build_transforms
 from fdseg.training.config import ExperimentConfig
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -48,7 +49,7 @@ class RunData:
         novel: the novel site (``None`` without one).
         split: ``{"train", "val", "test"}`` → base ids, plus ``"novel"`` → the novel ids added to training.
         seed: seed of the training shuffle and augmentation.
-        augment: whether training images are augmented.
+        augment: the training augmentation (a name of :data:`fdseg.data.transforms.TRANSFORMS`).
         num_workers: DataLoader workers.
     """
 
@@ -56,14 +57,21 @@ class RunData:
     novel: CachedDataset | None
     split: dict[str, list[str]]
     seed: int = 0
-    augment: bool = True
+    augment: str = "paper"
     num_workers: int = 0
 
     def _dataset(self, name: str, *, train: bool) -> Dataset[Any]:
-        parts = [(self.base, self.split[name], 0)]
-        if name == "train" and self.novel is not None and self.split.get("novel"):
-            parts.append((self.novel, self.split["novel"], 1))
-        return _PooledArrays(parts, augment=train and self.augment, seed=self.seed)
+        transforms = build_transforms(self.augment) if train else None
+        generator = torch.Generator().manual_seed(self.seed) if train else None
+        base = SegmentationDataset.from_ids(
+            self.base, self.split[name], transforms=transforms, source=0, generator=generator
+        )
+        if not (name == "train" and self.novel is not None and self.split.get("novel")):
+            return base
+        novel = SegmentationDataset.from_ids(
+            self.novel, self.split["novel"], transforms=transforms, source=1, generator=generator
+        )
+        return PooledDataset([base, novel])
 
     @property
     def n_train(self) -> int:
@@ -84,7 +92,7 @@ class RunData:
             shuffle=True,
             generator=generator,
             num_workers=self.num_workers,
-            collate_fn=_collate,
+            collate_fn=collate,
             persistent_workers=self.num_workers > 0,
         )
         return Loaders(train, self.eval_loader("val", cfg.train.eval_batch_size))
@@ -98,7 +106,7 @@ class RunData:
             batch_size=batch_size,
             shuffle=False,
             num_workers=self.num_workers,
-            collate_fn=_collate,
+            collate_fn=collate,
         )
 
 
@@ -139,7 +147,11 @@ def build_run_data(cfg: ExperimentConfig, run_dir: str | Path) -> RunData:
         split = {name: list(base_split[name]) for name in SPLIT_NAMES}
         split["novel"] = []
         if novel is not None and cfg.data.novel is not None:
-            split["novel"] = first_k(novel.ids, k=cfg.data.novel_k, fraction=cfg.data.novel_fraction)
+            k = cfg.data.novel_k
+            if k is None:
+                fraction = 1.0 if cfg.data.novel_fraction is None else cfg.data.novel_fraction
+                k = addition_schedule(len(novel), [fraction])[0]
+            split["novel"] = select_subset(novel.ids, k)
             sources["novel"] = SourceSplit(
                 sets={"train": tuple(split["novel"])}, spec=cfg.data.novel, scheme="custom",
                 meta={"rule": "first k ids in natural order (nested across k)"},
@@ -151,16 +163,6 @@ def build_run_data(cfg: ExperimentConfig, run_dir: str | Path) -> RunData:
     return RunData(
         base, novel, split, seed=cfg.train.seed, augment=cfg.data.augment, num_workers=cfg.train.num_workers
     )
-
-
-def first_k(ids: Sequence[str], *, k: int | None, fraction: float | None) -> list[str]:
-    """The first ``k`` ids in natural order (or ``ceil(fraction · n)``; all ids when both are ``None``)."""
-    ordered = sorted(ids, key=natural_key)
-    if k is None:
-        k = len(ordered) if fraction is None else math.ceil(round(fraction * len(ordered), 9))
-    if k > len(ordered):
-        raise SplitError(f"data.novel_k = {k} but the novel dataset has only {len(ordered)} images")
-    return ordered[:k]
 
 
 def _counts(split: dict[str, list[str]]) -> dict[str, int]:
@@ -183,54 +185,6 @@ def _check_saved(
         for item in split["novel"]:
             novel.index_of(item)
     return split
-
-
-class _PooledArrays(Dataset[dict[str, Any]]):
-    """Items of cached datasets as tensors, with paired flips and 90°/270° rotations when augmenting.
-
-    ``parts``: (cached dataset, ids, source) triples. Augmentation draws from a generator seeded by
-    ``(seed, epoch-free index counter)`` so that the sequence is reproducible for a given seed.
-    """
-
-    def __init__(
-        self, parts: Sequence[tuple[CachedDataset, Sequence[str], int]], *, augment: bool, seed: int
-    ):
-        self.items = [(ds, ds.index_of(i), src) for ds, ids, src in parts for i in ids]
-        self.augment = augment
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        dataset, position, source = self.items[index]
-        item = dataset[position]
-        image = np.asarray(item["image"])
-        mask = np.asarray(item["mask"])
-        if self.augment:
-            choice = int(self.rng.integers(5))  # identity, fliplr, flipud, rot90, rot270 (the paper's ×5)
-            if choice == 1:
-                image, mask = image[:, ::-1], mask[:, ::-1]
-            elif choice == 2:
-                image, mask = image[::-1], mask[::-1]
-            elif choice in (3, 4):
-                k = 1 if choice == 3 else 3
-                image, mask = np.rot90(image, k), np.rot90(mask, k)
-        return {
-            "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0),
-            "mask": torch.from_numpy(np.ascontiguousarray(mask)).unsqueeze(0).float(),
-            "source": source,
-            "id": item["id"],
-        }
-
-
-def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "image": torch.stack([s["image"] for s in samples]),
-        "mask": torch.stack([s["mask"] for s in samples]),
-        "source": torch.tensor([s["source"] for s in samples], dtype=torch.long),
-        "id": [s["id"] for s in samples],
-    }
 
 
 def load_image(path: Path, *, channels: int) -> np.ndarray:

@@ -24,6 +24,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
+from fdseg.metrics import segmentation_metrics
 from fdseg.training.config import OptimConfig
 
 
@@ -204,7 +205,7 @@ class SegmentationTask(pl.LightningModule):
         mask: Tensor = batch["mask"]
         logits = self.model(self._images(batch)).float()
         loss = self.seg_loss(logits, mask).detach()
-        dice = per_image_dice(logits, mask, threshold=self.threshold)
+        dice = segmentation_metrics(logits, mask, threshold=self.threshold)["dice"][:, 0].float()
         self._val_dice_sum = dice.sum() if self._val_dice_sum is None else self._val_dice_sum + dice.sum()
         self._val_loss_sum = loss if self._val_loss_sum is None else self._val_loss_sum + loss
         self._val_images += int(mask.shape[0])
@@ -266,21 +267,3 @@ class SegmentationTask(pl.LightningModule):
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=0.0)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def per_image_dice(logits: Tensor, mask: Tensor, *, threshold: float = 0.5) -> Tensor:
-    """Hard Dice per image for validation: ``sigmoid(logits) > threshold`` against ``mask``.
-
-    Args:
-        logits: (B, 1, H, W) float.
-        mask: (B, 1, H, W) float in {0, 1}.
-        threshold: probability threshold.
-
-    Returns:
-        (B,) float in [0, 1]; an image whose mask and prediction are both empty scores 1.
-    """
-    pred = (torch.sigmoid(logits) > threshold).float()
-    target = (mask > 0.5).float()
-    inter = (pred * target).flatten(1).sum(1)
-    denom = pred.flatten(1).sum(1) + target.flatten(1).sum(1)
-    return torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
