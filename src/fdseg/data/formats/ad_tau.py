@@ -76,9 +76,7 @@ class ADTau(FormatLoader):
         if not wsis:
             raise DatasetNotFoundError(folder, "one folder per WSI (old_wsi_00, new_wsi_01, …)")
         if not any((w / stain).is_dir() for w in wsis):
-            raise DatasetNotFoundError(
-                folder, f"<wsi>/{stain}/ (stain {stain!r} is not in this release at {size}x{size})"
-            )
+            raise DatasetNotFoundError(folder, f"<wsi>/{stain}/ (no {stain!r} patches at {size}x{size})")
         records: list[Record] = []
         for wsi in wsis:
             records += self._scan_wsi(wsi, stain)

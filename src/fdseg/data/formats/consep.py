@@ -71,7 +71,7 @@ def read_mat(path: str | Path, keys: tuple[str, ...] = REQUIRED_KEYS) -> dict[st
         content = scipy.io.loadmat(path)
     except NotImplementedError:  # scipy's answer to MATLAB v7.3 (HDF5) files
         return _read_mat73(path, keys)
-    except (ValueError, OSError, TypeError, EOFError) as exc:
+    except (scipy.io.matlab.MatReadError, ValueError, OSError, TypeError, EOFError) as exc:
         if _is_hdf5(path):  # an HDF5 .mat without the MATLAB 7.3 header
             return _read_mat73(path, keys)
         raise DatasetError(path, f"cannot read .mat file: {exc}") from None
