@@ -179,6 +179,10 @@ def test_module_errors_are_raised_early_and_name_the_choices() -> None:
         loss({**feats, "enc2": feats["enc2"][:2]}, mask)
     with pytest.raises(ValueError, match=r"values must lie in \[0, 1\]"):
         loss(feats, mask * 255)
+    unchecked = FeatureDiscrepancyLoss(LAYERS, check_mask=False)  # the caller vouches for the mask
+    assert torch.isfinite(unchecked(feats, mask * 255).total)
+    with pytest.raises(ValueError, match=r"mask: expected 4 dims"):
+        unchecked(feats, mask[:, 0])
 
 
 def test_channels_last_and_multiclass_mask() -> None:

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from fdseg._checks import check_keys, check_option
+from fdseg._checks import check_keys, check_option, check_shape
 from fdseg.losses.functional import (
     FdOptions,
     Pairing,
@@ -118,6 +118,8 @@ class FeatureDiscrepancyLoss(nn.Module):
         preset: ``"paper"`` (default, the sound reading), ``"paper_alg1"`` or ``"code_exact"``
             (:data:`PRESETS`).
         layer_weights: per-layer weights λ_l (>= 0); layers not named keep weight 1.
+        check_mask: check on every call that the mask lies in [0, 1] (one device sync per call on a GPU; a
+            trainer whose data layer already guarantees binary masks may switch it off).
         **options: any :class:`~fdseg.losses.functional.FdOptions` field, overriding the preset
             (``roles``, ``spatial``, ``channel``, ``batch``, ``power``, ``eps``, ``mask_resize``,
             ``binarize_mask``, ``lfd_floor``).
@@ -133,10 +135,13 @@ class FeatureDiscrepancyLoss(nn.Module):
         layers: Sequence[str],
         preset: str = "paper",
         layer_weights: Mapping[str, float] | None = None,
+        *,
+        check_mask: bool = True,
         **options: Any,
     ) -> None:
         super().__init__()
         self.layers = _check_layers(layers)
+        self.check_mask = check_mask
         self.preset = preset
         self.options = resolve_options(preset, **options)
         self.layer_weights: dict[str, float] = dict.fromkeys(self.layers, 1.0)
@@ -184,7 +189,10 @@ class FeatureDiscrepancyLoss(nn.Module):
                 f"features lack the layers {missing}; they have {sorted(features)}. Tap them (FeatureTap "
                 "with the model's feature_layers) or choose layers among the available names"
             )
-        _check_mask(mask)
+        if self.check_mask:
+            _check_mask(mask)
+        else:
+            check_shape(mask, "B K H W", name="mask")
         return {name: _check_pair(features[name], mask, f"features[{name!r}]") for name in self.layers}
 
     def _layer_gaps(
@@ -268,7 +276,7 @@ class ExchangeableFeatureDiscrepancyLoss(FeatureDiscrepancyLoss):
     ``state_dict`` (extra state) so that a resumed run draws the same pairs.
 
     Args:
-        layers, preset, layer_weights, **options: as :class:`FeatureDiscrepancyLoss`.
+        layers, preset, layer_weights, check_mask, **options: as :class:`FeatureDiscrepancyLoss`.
         pairing: ``"shift"`` (default, Algorithm 1), ``"shuffle"`` (README) or ``"cross_source"``
             (Definition 2; needs ``source`` in ``forward``; falls back to ``"shift"`` for a single-source
             batch and then logs ``terms["fd_exch_fallback"] = 1``).
@@ -292,9 +300,10 @@ class ExchangeableFeatureDiscrepancyLoss(FeatureDiscrepancyLoss):
         independent_permutations: bool = False,
         generator: torch.Generator | None = None,
         seed: int = 0,
+        check_mask: bool = True,
         **options: Any,
     ) -> None:
-        super().__init__(layers, preset, layer_weights, **options)
+        super().__init__(layers, preset, layer_weights, check_mask=check_mask, **options)
         check_pairing_options(pairing, shift, independent_permutations)
         self.pairing = pairing
         self.shift = shift

@@ -482,6 +482,10 @@ def _check_features(features: Tensor, name: str) -> None:
 def _check_pair(features: Tensor, mask: Tensor, name: str) -> tuple[int, int]:
     """Shape checks of a feature map against the full-resolution mask; returns the target size."""
     _check_features(features, name)
+    if features.device != mask.device:
+        raise ValueError(
+            f"{name} is on {features.device} but mask is on {mask.device}; move both to one device"
+        )
     if features.shape[0] != mask.shape[0]:
         raise ValueError(
             f"{name}: batch {features.shape[0]} (shape {tuple(features.shape)}) != mask batch "
