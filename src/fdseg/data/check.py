@@ -317,6 +317,14 @@ def check_dataset(
         )
     report.groups = dict(Counter(r.group for r in dataset.records if r.group is not None))
     official = dataset.official_split()
+    if official and not official.get("test"):
+        sets = sorted(official)
+        report.problems.append(
+            Problem(
+                dataset.root, f"official split has no test set (only {sets}); a seeded split is drawn", "info"
+            )
+        )
+        official = None
     ids = [r.id for r in dataset.records]
     try:
         split = make_split(
