@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 import fdseg
@@ -44,7 +43,7 @@ def _runtime(device: str) -> Any:
     from fdseg.training.run import Runtime
 
     if device not in ("auto", "cpu", "gpu"):
-        raise click.BadParameter(f"--device must be auto, cpu or gpu, got {device!r}")
+        raise ValueError(f"--device must be auto, cpu or gpu, got {device!r}")
     cuda = torch.cuda.is_available() if device == "auto" else device == "gpu"
     if cuda and not torch.cuda.is_available():
         raise ValueError("--device gpu was asked for but CUDA is not available")
@@ -218,14 +217,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(argv) if argv is not None else sys.argv[1:]
     try:
         result = app(args=args, prog_name="fdseg", standalone_mode=False)
-    except click.exceptions.UsageError as exc:
-        exc.show()
-        return 2
-    except click.exceptions.Abort:
-        typer.echo("aborted", err=True)
-        return 1
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code or 0)
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 1
     except KeyboardInterrupt:
@@ -243,6 +234,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         typer.echo(f"error: {message}", err=True)
         return 1
+    except Exception as exc:  # click's usage errors (typer vendors its own click): bad option, missing arg
+        show = getattr(exc, "show", None)
+        code = getattr(exc, "exit_code", None)
+        if show is None or not isinstance(code, int):
+            raise
+        show()
+        return code
     return int(result) if isinstance(result, int) else 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -37,6 +38,12 @@ def tiny_config(data_dir: Path, **sections: dict[str, object]) -> ExperimentConf
 @pytest.fixture
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.getbasetemp() / "fdseg-data"
+
+
+@pytest.fixture
+def tiny() -> Callable[..., ExperimentConfig]:
+    """The :func:`tiny_config` factory."""
+    return tiny_config
 
 
 @pytest.fixture(autouse=True)

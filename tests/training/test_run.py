@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -11,10 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fdseg.data.errors import DatasetError
+from fdseg.training.config import ExperimentConfig
 from fdseg.training.evaluate import evaluate_run, predict
 from fdseg.training.run import RunConfigMismatchError, checkpoint_meta, train_run
 
-from .conftest import tiny_config
+Tiny = Callable[..., ExperimentConfig]
 
 
 def _history(run: Path) -> list[dict[str, str]]:
@@ -22,8 +25,8 @@ def _history(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def test_train_evaluate_predict(tmp_path: Path, data_dir: Path) -> None:
-    cfg = tiny_config(data_dir, loss={"exch": True})
+def test_train_evaluate_predict(tmp_path: Path, data_dir: Path, tiny: Tiny) -> None:
+    cfg = tiny(data_dir, loss={"exch": True})
     run = train_run(cfg, tmp_path / "run")
     for name in ("config.yaml", "env.json", "split.json", "history.csv", "DONE"):
         assert (run / name).is_file(), name
@@ -91,8 +94,8 @@ class _StopAt(pl.Callback):
 
 
 @pytest.mark.parametrize("crash_epoch", [0, 2])
-def test_resume_after_interruption(tmp_path: Path, data_dir: Path, crash_epoch: int) -> None:
-    cfg = tiny_config(data_dir)
+def test_resume_after_interruption(tmp_path: Path, data_dir: Path, tiny: Tiny, crash_epoch: int) -> None:
+    cfg = tiny(data_dir)
     run = tmp_path / "run"
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_run(cfg, run, callbacks=[_StopAt(crash_epoch)])
@@ -105,22 +108,22 @@ def test_resume_after_interruption(tmp_path: Path, data_dir: Path, crash_epoch: 
     assert (run / "DONE").is_file()
 
 
-def test_run_dir_of_another_config_is_refused(tmp_path: Path, data_dir: Path) -> None:
-    cfg = tiny_config(data_dir, train={"epochs_phase2": 0})
+def test_run_dir_of_another_config_is_refused(tmp_path: Path, data_dir: Path, tiny: Tiny) -> None:
+    cfg = tiny(data_dir, train={"epochs_phase2": 0})
     run = train_run(cfg, tmp_path / "run", evaluate=False)
     other = cfg.with_overrides(["optim.lr=0.5"])
     with pytest.raises(RunConfigMismatchError, match=r"optim\.lr: 0\.001 \(saved\) vs 0\.5"):
         train_run(other, run)
 
 
-def test_non_finite_loss_names_step_and_term(tmp_path: Path, data_dir: Path) -> None:
-    cfg = tiny_config(data_dir, optim={"lr": 1e30})
+def test_non_finite_loss_names_step_and_term(tmp_path: Path, data_dir: Path, tiny: Tiny) -> None:
+    cfg = tiny(data_dir, optim={"lr": 1e30})
     with pytest.raises(FloatingPointError, match=r"global step \d+ .*(seg|fd/\w+)="):
         train_run(cfg, tmp_path / "run")
     assert (tmp_path / "run" / "config.yaml").is_file()
 
 
-def test_missing_mask_is_named_before_training(tmp_path: Path) -> None:
+def test_missing_mask_is_named_before_training(tmp_path: Path, tiny: Tiny) -> None:
     root = tmp_path / "folder"
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
@@ -128,7 +131,7 @@ def test_missing_mask_is_named_before_training(tmp_path: Path) -> None:
         Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "images" / f"{i}.png")
         if i != 3:
             Image.fromarray(np.zeros((32, 32), np.uint8)).save(root / "masks" / f"{i}.png")
-    cfg = tiny_config(tmp_path, data={"base": f"folder:{root}", "novel": None, "novel_k": None})
-    with pytest.raises((ValueError, FileNotFoundError), match="3"):
+    cfg = tiny(tmp_path, data={"base": f"folder:{root}", "novel": None, "novel_k": None})
+    with pytest.raises(DatasetError, match=r"masks/3\.png: missing mask"):
         train_run(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()

@@ -215,7 +215,9 @@ def predict(
             array = load_image(path, channels=cfg.model.in_channels)  # (H, W, C) uint8
             height, width = array.shape[:2]
             small = resize_image(array, size)
-            tensor = torch.from_numpy(small).permute(2, 0, 1).float().div(255.0).unsqueeze(0).to(device)
+            tensor = (
+                torch.from_numpy(np.array(small)).permute(2, 0, 1).float().div(255.0).unsqueeze(0).to(device)
+            )
             probs = torch.sigmoid(model(tensor).float())[0, 0].cpu().numpy()
             mask_small = Image.fromarray(((probs > threshold) * 255).astype(np.uint8))
             mask = mask_small.resize((width, height), Image.Resampling.NEAREST)

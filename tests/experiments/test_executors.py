@@ -1,0 +1,64 @@
+"""The local run executor (a subprocess per run, finished runs skipped) and the demo's arms."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fdseg.experiments.demo import ARMS, DemoSettings, demo_runs
+from fdseg.experiments.executors import LocalExecutor, RunSpec
+from fdseg.training.config import ExperimentConfig
+from fdseg.training.run import RunConfigMismatchError
+
+
+def _tiny(tmp: Path, seed: int) -> ExperimentConfig:
+    base = f"synthetic:{tmp / 'base'}?family=nuclei&site=base&n=12&seed=0&size=32"
+    return ExperimentConfig.from_dict(
+        {
+            "data": {"base": base, "image_size": 32, "split_scheme": "paper", "cache_dir": str(tmp / "c")},
+            "model": {"kwargs": {"base_width": 4, "depth": 2}},
+            "train": {"epochs_phase1": 1, "epochs_phase2": 0, "batch_size": 4, "seed": seed},
+        }
+    )
+
+
+def test_runs_in_subprocesses_and_skips_finished(tmp_path: Path) -> None:
+    specs = [RunSpec(f"s{i}", _tiny(tmp_path, i), tmp_path / "exp" / f"s{i}") for i in range(2)]
+    (specs[1].run_dir).mkdir(parents=True)
+    (specs[1].run_dir / "config.yaml").write_text(specs[1].config.to_yaml())
+    (specs[1].run_dir / "DONE").write_text("{}")
+    seen: list[tuple[str, int]] = []
+    results = LocalExecutor(2, threads_per_job=1, device="cpu").run(
+        specs, on_run_end=lambda name, rc, secs, done, total: seen.append((name, rc))
+    )
+    assert [r.returncode for r in results] == [0, -1]
+    assert sorted(seen) == [("s0", 0), ("s1", -1)]
+    summary = json.loads((specs[0].run_dir / "test" / "summary.json").read_text())
+    assert summary["n"] > 0 and (specs[0].run_dir / "train.log").is_file()
+    assert not (specs[1].run_dir / "checkpoints").exists()  # never started
+
+
+def test_foreign_run_dir_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    spec = RunSpec("a", _tiny(tmp_path, 0), tmp_path / "a")
+    spec.run_dir.mkdir()
+    (spec.run_dir / "config.yaml").write_text(_tiny(tmp_path, 5).to_yaml())
+    fresh = RunSpec("b", _tiny(tmp_path, 1), tmp_path / "b")
+    with pytest.raises(RunConfigMismatchError, match=r"train\.seed"):
+        LocalExecutor(1).run([fresh, spec])
+    assert not fresh.run_dir.exists()
+
+
+def test_demo_arms_are_compute_matched(tmp_path: Path) -> None:
+    specs = demo_runs(tmp_path, DemoSettings(seeds=(0, 1)))
+    assert len(specs) == 2 * len(ARMS)
+    budgets = {
+        (s.config.train.max_steps, s.config.train.epochs_phase1, s.config.train.epochs_phase2) for s in specs
+    }
+    assert len(budgets) == 1  # every arm gets the same optimiser-step budget and phase split
+    for spec in specs:
+        cfg = spec.config
+        assert cfg.has_phase2  # L_seg arms run phase 2 with λ ≡ 0 (compute_matched)
+        assert cfg.train.compute_matched == (not cfg.loss.fd)
+        assert (cfg.data.novel is None) == (cfg.name == ARMS[0][0])
