@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from fdseg.models import UNet, create_model
+from fdseg.models.transunet import TransUNet
 
 
 def _conv_block_params(cin: int, cout: int, norm: str) -> int:
@@ -110,3 +111,55 @@ def test_learns_a_single_mask() -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def _transunet_params(cin: int, k: int, b: int, d: int, layers: int) -> int:
+    blocks = _conv_block_params
+    total = blocks(cin, b, "batch") + blocks(b, 2 * b, "batch") + blocks(2 * b, 4 * b, "batch")
+    total += blocks(4 * b, 8 * b, "batch") + blocks(8 * b, 16 * b, "batch")  # enc4, bottleneck conv
+    ff = 4 * d
+    layer = (3 * d * d + 3 * d) + (d * d + d) + (d * ff + ff) + (ff * d + d) + 2 * (2 * d)
+    total += (16 * b * d + d) + (9 * d + d) + layers * layer + 2 * d + (d * 16 * b + 16 * b)
+    for deep in (16 * b, 8 * b, 4 * b, 2 * b):  # dec4..dec1: transposed conv + ConvBlock(deep/2 + skip)
+        total += deep * (deep // 2) * 4 + deep // 2 + blocks(deep, deep // 2, "batch")
+    return total + b * k + k
+
+
+@pytest.mark.parametrize(("b", "heads", "layers", "embed"), [(4, 2, 1, None), (2, 4, 3, 24)])
+def test_transunet_parameter_count_and_taps(b: int, heads: int, layers: int, embed: int | None) -> None:
+    model = TransUNet(in_channels=3, out_channels=2, base_width=b, depth=layers, heads=heads, embed_dim=embed)
+    d = embed if embed is not None else -(-8 * b // heads) * heads
+    assert sum(p.numel() for p in model.parameters()) == _transunet_params(3, 2, b, d, layers)
+    logits, feats = model.forward_intermediates(torch.rand(1, 3, 32, 48))
+    assert logits.shape == (1, 2, 32, 48)
+    assert feats["bottleneck"].shape == (1, 16 * b, 2, 3)
+    for info in model.feature_info:
+        assert feats[info.name].shape == (1, info.channels, 32 // info.reduction, 48 // info.reduction)
+
+
+def test_transunet_attention_mixes_tokens() -> None:
+    """A change in one corner reaches the far corner of the bottleneck only through the transformer."""
+    torch.manual_seed(0)
+    model = TransUNet(in_channels=1, out_channels=1, base_width=2, depth=1, heads=2).eval()
+    x = torch.rand(1, 1, 128, 128)
+    y = x.clone()
+    y[..., :16, :16] += 1.0
+
+    def far_corner(m: TransUNet) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            return tuple(m.forward_intermediates(v)[1]["bottleneck"][..., 7, 7] for v in (x, y))  # type: ignore[return-value]
+
+    with_attention = far_corner(model)
+    assert not torch.equal(*with_attention)
+    model.bottleneck.transformer = torch.nn.Identity()  # the CNN's receptive field (172 px) stops short
+    without_attention = far_corner(model)
+    assert torch.equal(*without_attention)
+
+
+def test_transunet_bad_options() -> None:
+    with pytest.raises(ValueError, match=r"embed_dim \(10\) must be a positive multiple of heads \(4\)"):
+        TransUNet(embed_dim=10, heads=4)
+    with pytest.raises(ValueError, match="heads must be a positive int"):
+        TransUNet(heads=0)
+    with pytest.raises(ValueError, match=r"divisible by 16, got \(40, 32\)\. Consider padding to \(48, 32\)"):
+        TransUNet(base_width=2, depth=1, heads=2)(torch.rand(1, 3, 40, 32))
