@@ -53,6 +53,7 @@ CPU_CONFIGS: dict[str, dict[str, Any]] = {
     "monai_attention_unet": {"base_width": 16},
     "monai_basic_unet": {"base_width": 16},
     "monai_flexible_unet": {"backbone": "resnet18", "decoder_channels": (128, 64, 32, 16, 16)},
+    "swin_unet": {"base_width": 24, "heads": (1, 2, 4, 8)},
     "swin_unetr": {"feature_size": 12},
     "smp_unet": {"encoder_name": "resnet18"},
     "smp_unetplusplus": {"encoder_name": "resnet18"},

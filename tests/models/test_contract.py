@@ -26,6 +26,7 @@ K = 2
 SMALL: dict[str, dict[str, Any]] = {
     "transunet": {"base_width": 4, "depth": 1, "heads": 2},
     "monai_flexible_unet": {"backbone": "resnet10", "decoder_channels": (16, 8, 8, 4, 4)},
+    "swin_unet": {"base_width": 4, "depths": (1, 1, 1, 1), "heads": (1, 1, 2, 2), "window_size": 4},
     "swin_unetr": {"feature_size": 12, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)},
     "smp_unet": {"encoder_name": "resnet18", "decoder_channels": (16, 8, 8, 4, 4)},
     "smp_unetplusplus": {"encoder_name": "resnet18", "decoder_channels": (16, 8, 8, 4, 4)},

@@ -6,7 +6,7 @@ Importing this package registers every built-in model in :data:`MODELS`; build o
 
 from __future__ import annotations
 
-from fdseg.models import attention_unet, cmunet, external, nucleisegnet, smp, transunet, unet
+from fdseg.models import attention_unet, cmunet, external, nucleisegnet, smp, swin, transunet, unet
 from fdseg.models.factory import MODELS, create_model, list_models
 from fdseg.models.features import (
     CANONICAL_LAYERS,
@@ -35,6 +35,7 @@ __all__ = [
     "parse_layer_path",
     "resolve_layers",
     "smp",
+    "swin",
     "transunet",
     "unet",
     "unwrap_model",
