@@ -109,10 +109,10 @@ def test_truncated_image_names_the_file(tmp_path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     ds = open_dataset(f"folder:{tmp_path}")
-    with pytest.raises(DatasetError, match=r"images/a\.png: unreadable or truncated image"):
+    with pytest.raises(DatasetError, match=r"images/a\.png: cannot decode image \(truncated or corrupt\?\)"):
         ds[0]
     path.write_bytes(b"not an image at all")
-    with pytest.raises(DatasetError, match=r"images/a\.png: not a readable image"):
+    with pytest.raises(DatasetError, match=r"images/a\.png: cannot read image"):
         ds[0]
 
 
@@ -120,7 +120,7 @@ def test_decompression_bomb_limit_names_the_file(tmp_path: Path, monkeypatch: py
     _write(tmp_path, "a", size=(40, 40))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     ds = open_dataset(f"folder:{tmp_path}")
-    with pytest.raises(DatasetError, match=r"images/a\.png: image exceeds Pillow's decompression-bomb limit"):
+    with pytest.raises(DatasetError, match=r"images/a\.png: image is beyond the pixel limit"):
         ds[0]
 
 

@@ -10,7 +10,6 @@ into a :class:`RawSample`. :func:`open_dataset` turns a spec ``"NAME:PATH[?key=v
 from __future__ import annotations
 
 import re
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from fdseg.data.errors import DatasetError
 from fdseg.registry import Registry
@@ -184,92 +182,3 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
     """Sort key that orders ``"benign (2)"`` before ``"benign (10)"`` (digit runs compare as numbers)."""
     return tuple((0, int(tok)) if tok.isdigit() else (1, tok) for tok in re.split(r"(\d+)", text) if tok)
-
-
-def _open_decoded(path: Path) -> Image.Image:
-    """Open and fully decode ``path`` with Pillow, turning every failure into a :class:`DatasetError`."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.load()
-                return im.copy()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise DatasetError(
-            path, f"image exceeds Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS): {err}"
-        ) from None
-    except FileNotFoundError:
-        raise DatasetError(path, "file not found") from None
-    except UnidentifiedImageError:
-        raise DatasetError(path, "not a readable image (unknown or corrupt format)") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DatasetError(path, f"unreadable or truncated image ({err})") from None
-
-
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Scale a 16/32-bit or float grey array to uint8 (by the dtype's range, or [0, 1] for floats)."""
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.dtype == np.bool_:
-        return arr.astype(np.uint8) * 255
-    if np.issubdtype(arr.dtype, np.floating):
-        hi = 1.0 if float(np.nanmax(arr, initial=0.0)) <= 1.0 else 255.0
-        return np.asarray(np.clip(np.nan_to_num(arr) / hi * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    hi = 65535.0 if float(arr.max(initial=0)) > 255 else 255.0
-    return np.clip(arr.astype(np.float64) / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
-def read_image(path: str | Path, *, channels: int = 3) -> np.ndarray:
-    """Decode an image file to uint8.
-
-    RGBA drops alpha, grey is replicated to RGB (``channels=3``) or RGB is converted to luminance
-    (``channels=1``, ITU-R 601). 16-bit grey is scaled by 65535/255.
-
-    Args:
-        path: PNG, JPEG, TIFF (Pillow codecs: LZW, PackBits, deflate) or BMP file.
-        channels: 3 for RGB, 1 for single channel.
-
-    Returns:
-        (H, W, channels) uint8 in [0, 255].
-
-    Raises:
-        DatasetError: the file is missing, truncated, unreadable or over Pillow's decompression-bomb limit.
-        ValueError: ``channels`` is not 1 or 3.
-    """
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    path = Path(path)
-    im = _open_decoded(path)
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        grey = _to_uint8(np.asarray(im))
-        im = Image.fromarray(grey, mode="L")
-    target = "RGB" if channels == 3 else "L"
-    arr = np.asarray(im.convert(target), dtype=np.uint8)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return np.ascontiguousarray(arr)
-
-
-def read_mask(path: str | Path, *, fg_value: int | None = None) -> np.ndarray:
-    """Decode a mask file to a boolean foreground map.
-
-    The file is converted to grey (``convert('L')``), which handles mode ``1``, ``L`` {0, 255}, RGBA with
-    R=G=B and all-zero RGB masks alike.
-
-    Args:
-        path: the mask file.
-        fg_value: the grey value that marks foreground; ``None`` means any non-zero value.
-
-    Returns:
-        (H, W) bool.
-
-    Raises:
-        DatasetError: the file is missing, truncated or unreadable.
-    """
-    path = Path(path)
-    im = _open_decoded(path)
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(im)
-        return np.asarray(arr != 0 if fg_value is None else arr == fg_value)
-    grey = np.asarray(im.convert("L"))
-    return np.asarray(grey > 0 if fg_value is None else grey == fg_value)

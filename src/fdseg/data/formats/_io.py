@@ -339,7 +339,9 @@ def _binarise(values: np.ndarray, mode: str) -> tuple[np.ndarray, MaskInfo]:
     return values > 0, MaskInfo(mode=mode, nonbinary_pixels=nonbinary, foreground_value=peak)
 
 
-def read_mask(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, MaskInfo]:
+def read_mask(
+    path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, fg_value: int | None = None
+) -> tuple[np.ndarray, MaskInfo]:
     """Decode a mask file to a boolean foreground map.
 
     Foreground is value > 0 of ``convert("L")`` for 8-bit colour and palette modes (``RGB``, ``RGBA``,
@@ -348,6 +350,8 @@ def read_mask(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tupl
     Args:
         path: a PNG/TIFF/BMP mask.
         max_pixels: refuse files with more pixels than this.
+        fg_value: when given, only pixels of exactly this value are foreground (after the grey conversion
+            above); ``None`` means any value > 0.
 
     Returns:
         ``(mask, info)``: mask ``(H, W)`` bool; ``info.nonbinary_pixels`` counts soft values.
@@ -376,7 +380,10 @@ def read_mask(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tupl
             values = np.asarray(img.convert("L"))
     if values.dtype.kind == "f":
         values = np.nan_to_num(values, nan=0.0)
-    return _binarise(values, mode)
+    mask, info = _binarise(values, mode)
+    if fg_value is not None:
+        mask = np.asarray(values == fg_value)
+    return mask, info
 
 
 def check_same_size(image: np.ndarray, image_path: Path, mask: np.ndarray, mask_path: Path) -> None:
@@ -482,13 +489,6 @@ def scan_xml(path: str | Path, on_start: Any) -> None:
 def is_hidden(path: Path) -> bool:
     """Files a loader always skips: dotfiles (``.DS_Store``, AppleDouble ``._x.png``) and ``__MACOSX``."""
     return path.name.startswith(".") or path.name == "__MACOSX" or "__MACOSX" in path.parts
-
-
-def natural_key(text: str) -> tuple[Any, ...]:
-    """Sort key putting ``"benign (2)"`` before ``"benign (10)"``."""
-    import re
-
-    return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text))
 
 
 class FormatLoader(RawDataset, abc.ABC):

@@ -26,14 +26,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from fdseg.data.base import FORMATS, RawSample, Record
+from fdseg.data.base import FORMATS, RawSample, Record, natural_key
 from fdseg.data.errors import DatasetError, DatasetNotFoundError, SplitError
 from fdseg.data.formats._io import (
     COMMON_OPTIONS,
     FormatLoader,
     check_same_size,
     is_hidden,
-    natural_key,
     parse_choice,
     read_image,
     read_mask,

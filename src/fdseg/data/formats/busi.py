@@ -24,7 +24,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from fdseg.data.base import FORMATS, RawSample, Record
+from fdseg.data.base import FORMATS, RawSample, Record, natural_key
 from fdseg.data.errors import DatasetError, DatasetNotFoundError
 from fdseg.data.formats._io import (
     COMMON_OPTIONS,
@@ -33,7 +33,6 @@ from fdseg.data.formats._io import (
     check_same_size,
     find_folder,
     is_hidden,
-    natural_key,
     parse_choice,
     read_image,
     read_mask,

@@ -24,14 +24,13 @@ from types import MappingProxyType
 
 import numpy as np
 
-from fdseg.data.base import FORMATS, RawSample, Record
+from fdseg.data.base import FORMATS, RawSample, Record, natural_key
 from fdseg.data.errors import DatasetError, DatasetNotFoundError
 from fdseg.data.formats._io import (
     COMMON_OPTIONS,
     FormatLoader,
     check_same_size,
     find_folder,
-    natural_key,
     parse_choice,
     read_image,
 )

@@ -32,10 +32,9 @@ from fdseg.data.base import (
     RawSample,
     Record,
     natural_key,
-    read_image,
-    read_mask,
 )
 from fdseg.data.errors import DatasetError, DatasetNotFoundError
+from fdseg.data.formats._io import read_image, read_mask
 
 
 def _list_images(folder: Path) -> dict[str, Path]:
@@ -111,8 +110,8 @@ def load_image_mask_pair(record: Record, *, channels: int = 3, fg_value: int | N
         DatasetError: an unreadable/truncated file, or a mask whose size differs from its image (naming the
             mask file and both sizes).
     """
-    image = read_image(record.image, channels=channels)
-    mask = read_mask(record.mask_files[0], fg_value=fg_value)
+    image, _ = read_image(record.image, channels=channels)
+    mask, _ = read_mask(record.mask_files[0], fg_value=fg_value)
     if mask.shape != image.shape[:2]:
         raise DatasetError(
             record.mask_files[0],

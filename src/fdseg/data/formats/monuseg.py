@@ -25,13 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fdseg.data.base import FORMATS, RawSample, Record
+from fdseg.data.base import FORMATS, RawSample, Record, natural_key
 from fdseg.data.errors import DatasetError, DatasetNotFoundError
 from fdseg.data.formats._io import (
     FormatLoader,
     check_same_size,
     is_hidden,
-    natural_key,
     read_image,
     read_mask,
     scan_xml,

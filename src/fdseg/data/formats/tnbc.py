@@ -17,14 +17,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fdseg.data.base import FORMATS, RawSample, Record
+from fdseg.data.base import FORMATS, RawSample, Record, natural_key
 from fdseg.data.errors import DatasetError, DatasetNotFoundError
 from fdseg.data.formats._io import (
     FormatLoader,
     check_same_size,
     is_hidden,
     looks_like_mask,
-    natural_key,
     read_image,
     read_mask,
 )

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from fdseg.data.base import FORMATS, RawSample, Record
+from fdseg.data.base import FORMATS, RawSample, Record, natural_key
 from fdseg.data.errors import DatasetError, DatasetNotFoundError
 from fdseg.data.formats._io import (
     COMMON_OPTIONS,
@@ -30,7 +30,6 @@ from fdseg.data.formats._io import (
     find_folder,
     is_hidden,
     logger,
-    natural_key,
     parse_choice,
     read_image,
     read_mask,
