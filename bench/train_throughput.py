@@ -4,7 +4,7 @@ Both loops train the same U-Net on the same synthetic 64x64 batches with the sam
 all tapped layers, λ = 0.01) and AdamW, for the same number of steps; we report images/s and the ratio. A
 second pair of rows uses L_seg only (λ = 0 in fdseg: the L_fd terms are still computed for logging).
 
-    .venv/bin/python bench/train_throughput.py [--steps 60] [--batch 8] [--size 64] [--width 16]
+    .venv/bin/python bench/train_throughput.py [--steps 60] [--batch 8] [--size 64] [--width 16] [--threads 1]
 
 Writes bench/results/train_throughput.json.
 """
@@ -117,7 +117,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (1: no oversubscription)"
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     data = _batches(args.batch * 8, args.size)
     rows = []
     for lam in (0.01, 0.0):
