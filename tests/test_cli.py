@@ -84,3 +84,14 @@ def test_fdseg_script_runs() -> None:
     assert result.returncode == 0
     for verb in ("train", "evaluate", "predict", "demo", "data", "report"):
         assert verb in result.stdout
+
+
+def test_data_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good"
+    assert main(["data", "synth", str(good), "--n", "3", "--size", "32"]) == 0
+    assert main(["data", "check", f"folder:{good}"]) == 0
+    assert "OK" in capsys.readouterr().out
+    (good / "masks" / "0001.png").unlink()
+    assert main(["data", "check", f"folder:{good}"]) == 1
+    captured = capsys.readouterr()
+    assert "0001" in captured.out and "have errors" in captured.err
