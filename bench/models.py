@@ -10,9 +10,10 @@ same width as fdseg's ``unet``.
 * CPU: fp32, REDUCED widths (the ``config`` column; ``CPU_CONFIGS`` below) so the whole run fits in a few
   minutes on 2 cores. Peak memory is the growth of the resident set during one step: the kernel's peak-RSS
   counter is reset (``/proc/self/clear_refs``), the step runs, and ``VmHWM - VmRSS(before)`` is reported. The
-  script re-executes itself with ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed tensors go back to the OS and
-  one model's cache does not hide the next one's peak. It includes allocator and oneDNN workspace, so it is an
-  upper bound on tensor memory. (Linux only; elsewhere the column is empty.)
+  memory is measured first, in one child process started with ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed
+  tensors go back to the OS and one model's cache does not hide the next one's peak (timings run in the main
+  process, without that setting). It includes allocator and oneDNN workspace, so it is an upper bound on
+  tensor memory. (Linux only; elsewhere the column is empty.)
 * Both: "step MB" is the memory a training step adds on top of the built model (activations, gradients,
   workspace); on CUDA the absolute ``max_memory_allocated`` is also written to the JSON.
 
@@ -34,10 +35,11 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -45,16 +47,16 @@ from torch import nn
 
 from fdseg.models import FeatureTap, create_model, list_models
 
-#: Reduced widths for CPU runs (models not listed get ``base_width=16``). CUDA runs use the defaults.
+#: Reduced widths for CPU runs (models not listed get ``base_width=8``). CUDA runs use the defaults.
 CPU_CONFIGS: dict[str, dict[str, Any]] = {
-    "unet": {"base_width": 16},
-    "transunet": {"base_width": 16, "depth": 2, "heads": 4},
-    "monai_unet": {"base_width": 16},
-    "monai_attention_unet": {"base_width": 16},
-    "monai_basic_unet": {"base_width": 16},
-    "monai_flexible_unet": {"backbone": "resnet18", "decoder_channels": (128, 64, 32, 16, 16)},
-    "swin_unet": {"base_width": 24, "heads": (1, 2, 4, 8)},
-    "swin_unetr": {"feature_size": 12},
+    "unet": {"base_width": 8},
+    "transunet": {"base_width": 8, "depth": 2, "heads": 4},
+    "monai_unet": {"base_width": 8},
+    "monai_attention_unet": {"base_width": 8},
+    "monai_basic_unet": {"base_width": 8},
+    "monai_flexible_unet": {"backbone": "resnet10", "decoder_channels": (64, 32, 16, 8, 8)},
+    "swin_unet": {"base_width": 12, "depths": (1, 1, 1, 1), "heads": (1, 2, 4, 8)},
+    "swin_unetr": {"feature_size": 12, "depths": (1, 1, 1, 1), "num_heads": (1, 2, 4, 8)},
     "smp_unet": {"encoder_name": "resnet18"},
     "smp_unetplusplus": {"encoder_name": "resnet18"},
 }
@@ -94,13 +96,13 @@ class PlainUNet(nn.Module):
         x = skips.pop()
         for i in reversed(range(len(self.up))):
             x = self.dec[i](torch.cat([skips.pop(), self.up[i](x)], dim=1))
-        return self.head(x)
+        return self.head(x)  # type: ignore[no-any-return]
 
 
 def _config(name: str, device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         return {}
-    return dict(CPU_CONFIGS.get(name, {"base_width": 16}))
+    return dict(CPU_CONFIGS.get(name, {"base_width": 8}))
 
 
 def _build(name: str, device: torch.device) -> nn.Module:
@@ -112,7 +114,7 @@ def _build(name: str, device: torch.device) -> nn.Module:
         model = create_model(name, in_channels=3, out_channels=1, **_config(name, device))
     model = model.to(device).train()
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model
 
 
@@ -127,10 +129,14 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
+def _layers(model: nn.Module) -> dict[str, str]:
+    return cast(dict[str, str], model.feature_layers)
+
+
 def _step(model: nn.Module, x: torch.Tensor, *, tap: bool) -> None:
     with _autocast(x.device):
         if tap:
-            with FeatureTap(model, model.feature_layers) as feats:
+            with FeatureTap(model, _layers(model)) as feats:
                 logits = model(x)
             loss = logits.float().mean() + sum(t.float().mean() for t in feats.values())
         else:
@@ -189,7 +195,7 @@ def _measure(
         for i, (net, tap) in enumerate(runs):
             _sync(x.device)
             start = time.perf_counter()
-            if rep == 0 and i == 1:
+            if rep == 0 and i == 1 and x.device.type == "cuda":
                 memory = _memory(net, x)
             else:
                 _step(net, x, tap=tap)
@@ -206,14 +212,22 @@ def _memory(model: nn.Module, x: torch.Tensor) -> dict[str, float | None]:
     return {"step_mb": _cpu_step_mb(model, x)}
 
 
-def _rows(names: list[str], args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+def _rows(
+    names: list[str],
+    args: argparse.Namespace,
+    device: torch.device,
+    cpu_memory: dict[str, dict[str, float | None]],
+) -> list[dict[str, Any]]:
     plain = _build(PLAIN, device)
     plain_times: dict[int, list[float]] = {size: [] for size in args.sizes}
     plain_memory = {}
     for size in args.sizes:
         x = _input(size, args.batch, device)
         _step(plain, x, tap=False)  # warm-up
-        plain_memory[size] = _memory(plain, x)
+        if device.type == "cuda":
+            plain_memory[size] = _memory(plain, x)
+        else:
+            plain_memory[size] = {"step_mb": cpu_memory.get(PLAIN, {}).get(str(size))}
     rows: list[dict[str, Any]] = []
     for name in names:
         try:
@@ -233,15 +247,16 @@ def _rows(names: list[str], args: argparse.Namespace, device: torch.device) -> l
                 "params_m": params,
                 "step_ms": statistics.median(step),
                 "tap_ms": statistics.median(tapped),
-                "taps": len(model.feature_layers),
+                "taps": len(_layers(model)),
                 "plain_ms_interleaved": statistics.median(base),
-                **memory,
+                **(memory if device.type == "cuda" else {"step_mb": cpu_memory.get(name, {}).get(str(size))}),
             }
             row["x_plain_time"] = row["step_ms"] / row["plain_ms_interleaved"]
             row["tap_overhead"] = row["tap_ms"] / row["step_ms"]
             ref = plain_memory[size]["step_mb"]
             row["x_plain_mem"] = row["step_mb"] / ref if row["step_mb"] is not None and ref else None
             rows.append(row)
+            print(f"  {name} {size}: {row['step_ms']:.0f} ms", file=sys.stderr, flush=True)
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -266,11 +281,31 @@ def _fmt_config(config: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in config.items()).replace(" ", "") or "default"
 
 
-def _reexec_with_mmap_threshold() -> None:
-    """Restart this script with glibc returning freed tensors to the OS (see the module docstring)."""
-    if sys.platform == "linux" and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+def _cpu_memory_child(names: list[str], sizes: list[int], batch: int) -> None:
+    """Child process (started with MALLOC_MMAP_THRESHOLD_): print {model: {size: step MB}} as JSON."""
+    device = torch.device("cpu")
+    out: dict[str, dict[str, float | None]] = {}
+    for name in names:
+        try:
+            model = _build(name, device)
+        except (ImportError, RuntimeError):
+            continue
+        out[name] = {}
+        for size in sizes:
+            x = _input(size, batch, device)
+            _step(model, x, tap=False)  # warm-up
+            out[name][str(size)] = _memory(model, x)["step_mb"]
+        del model
+    print(json.dumps(out))
+
+
+def _cpu_memory(names: list[str], args: argparse.Namespace) -> dict[str, dict[str, float | None]]:
+    """Run :func:`_cpu_memory_child` in a fresh process whose glibc returns freed tensors to the OS."""
+    cmd = [sys.executable, __file__, "--memory-child", ",".join(names), "--batch", str(args.batch)]
+    cmd += ["--threads", str(args.threads), "--sizes", *map(str, args.sizes)]
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    result = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def _print_table(rows: list[dict[str, Any]], header_line: str) -> None:
@@ -302,20 +337,24 @@ def main() -> None:
     parser.add_argument("--models", type=str, default=None, help="comma-separated subset of the registry")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "models.json")
+    parser.add_argument("--memory-child", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    _reexec_with_mmap_threshold()
     torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
     args.batch = args.batch or (8 if cuda else 1)
     args.reps = args.reps or (10 if cuda else 2)
+    if args.memory_child:
+        _cpu_memory_child([PLAIN, *args.memory_child.split(",")], args.sizes, args.batch)
+        return
     device = torch.device("cuda" if cuda else "cpu")
     if cuda:
         torch.backends.cudnn.benchmark = True
     names = args.models.split(",") if args.models else list_models()
+    cpu_memory = _cpu_memory(names, args) if not cuda else {}
 
     load_before = os.getloadavg()
     start = time.perf_counter()
-    rows = _rows(names, args, device)
+    rows = _rows(names, args, device, cpu_memory)
     total_s = time.perf_counter() - start
     load_after = os.getloadavg()
 
