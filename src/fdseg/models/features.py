@@ -251,7 +251,8 @@ class FeatureTap:
     backpropagates into the model.
 
     If a tapped module runs several times in one pass (a shared module, or recomputation under
-    activation checkpointing), the last output wins.
+    activation checkpointing), the last output wins. ``nn.DataParallel`` on several GPUs runs replicas in
+    threads that would overwrite each other's entries: use ``DistributedDataParallel`` (one process per GPU).
 
     Args:
         model: the network; ``DistributedDataParallel``/``DataParallel`` and ``torch.compile`` wrappers
