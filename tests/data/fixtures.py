@@ -6,12 +6,16 @@ Every builder writes into a given folder and returns what the test needs to chec
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+#: Real data beside the repository (``../shared/data``), or wherever ``FDSEG_SHARED_DATA`` points.
+SHARED_DATA = Path(
+    os.environ.get("FDSEG_SHARED_DATA") or Path(__file__).resolve().parents[2].parent / "shared" / "data"
+)
 
 
 def save(path: Path, array: np.ndarray, mode: str | None = None, **kwargs: object) -> Path:

@@ -4,12 +4,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures import SHARED_DATA
 from PIL import Image
 
 from fdseg.data import DatasetError, DatasetNotFoundError, open_dataset
 from fdseg.data.formats.folder import FolderDataset
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+SHARED = SHARED_DATA
 
 
 def _write(

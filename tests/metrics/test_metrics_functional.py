@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -196,7 +197,9 @@ def test_bad_input_raises_clear_errors() -> None:
 
 
 def _tnbc_masks() -> list:
-    root = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "tnbc" / "TNBC_NucleiSegmentation"
+    default = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    shared = os.environ.get("FDSEG_SHARED_DATA") or default
+    root = Path(shared) / "tnbc" / "TNBC_NucleiSegmentation"
     masks = sorted(root.glob("GT_0[12]/*.png"))[:3]
     if not masks:
         pytest.skip(f"real TNBC masks not found under {root}")
