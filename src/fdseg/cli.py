@@ -115,12 +115,20 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the mask PNGs.")],
     checkpoint: Annotated[str, typer.Option(help="best, last or phase1_best.")] = "best",
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            "--mode",
+            help="resize (to the training size and back) or sliding (windows of the training size at native "
+            "resolution). Default: sliding for a run trained on tiles, resize otherwise.",
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Predict masks (PNG, 0/255, at each image's native size)."""
     from fdseg.training.evaluate import predict as predict_masks
 
-    paths = predict_masks(run, images, out, checkpoint=checkpoint, runtime=_runtime(device))
+    paths = predict_masks(run, images, out, checkpoint=checkpoint, runtime=_runtime(device), mode=mode)
     _echo(f"{len(paths)} masks written to {out}")
 
 

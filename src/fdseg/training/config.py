@@ -35,6 +35,7 @@ SCHEDULERS = ("none", "cosine")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true")
 SPLIT_SCHEMES = ("code", "paper")
 DETERMINISTIC = ("warn", "true", "false")
+PREPROCESS = ("resize", "tile")
 
 C = TypeVar("C")
 
@@ -49,7 +50,20 @@ class DataConfig:
         novel: dataset spec of the novel site whose images are added to the training set (``None``: none).
         novel_k: number of novel images added (the first ``novel_k`` in id order, nested across k).
         novel_fraction: alternatively, the number of novel images as a fraction of the novel dataset.
-        image_size: side of the square images the network sees (images are resized once, then cached).
+        image_size: side of the square inputs the network sees: with ``preprocess: resize`` every image is
+            resized to ``image_size``² once, then cached; with ``preprocess: tile`` it is the tile side.
+        preprocess: ``resize`` (the paper: whole images resized to ``image_size``) or ``tile`` (images kept at
+            native resolution and cut into ``image_size``² tiles at ``tile_stride``; the last row and column
+            of tiles end at the image border, so every pixel is covered; an image smaller than a tile is an
+            error naming its file). With tiling, ``split.json`` lists *image* ids: splits are drawn over
+            images (and their groups), and every tile of an image goes to that image's set, so no image has
+            tiles in two sets; ``novel_k`` counts novel images (all their tiles are added). Training and the
+            per-epoch validation Dice use tiles. The test evaluation (``fdseg evaluate``) is per *image* at
+            native resolution: each test image is segmented with a sliding window of ``image_size``²
+            (overlap 0.25, Gaussian blending), and its ``fd/<layer>`` values are the mean of that image's
+            per-tile L_fd (``fdseg predict`` uses the same sliding window by default).
+        tile_stride: step between tiles in px (``None``: ``image_size``, i.e. no overlap); only with
+            ``preprocess: tile``, and at most ``image_size`` so that tiles cover the image.
         split_scheme: ``code`` (test 10 %, then val 20 % of the rest, as the released code) or ``paper``
             (test 20 %, val 10 % of the total); see :mod:`fdseg.data.splits`.
         split_seed: seed of the split draw (the released code uses 35).
@@ -75,9 +89,20 @@ class DataConfig:
     split_official: bool = True
     augment: str = "paper"
     cache_dir: str | None = None
+    preprocess: str = "resize"
+    tile_stride: int | None = None
 
     def __post_init__(self) -> None:
         check_option("data.split_scheme", self.split_scheme, SPLIT_SCHEMES)
+        check_option("data.preprocess", self.preprocess, PREPROCESS)
+        if self.tile_stride is not None:
+            if self.preprocess != "tile":
+                raise ValueError("data.tile_stride is only used with data.preprocess=tile")
+            if not 1 <= self.tile_stride <= self.image_size:
+                raise ValueError(
+                    f"data.tile_stride must be in [1, data.image_size={self.image_size}] so that tiles "
+                    f"cover the image, got {self.tile_stride}"
+                )
         if ":" not in self.base:
             raise ValueError(f"data.base must be a dataset spec NAME:PATH, got {self.base!r}")
         if self.novel is not None and ":" not in self.novel:

@@ -1,16 +1,22 @@
 """The data of a run: datasets opened from their specs, cached at the run's image size, split, pooled.
 
-``build_run_data`` opens ``data.base`` (and ``data.novel``), caches resized arrays once (the cache decodes
-every file, so a missing or unreadable image, or a mask of another size, fails here with the file named,
-before any training), makes or re-reads ``<run>/split.json`` (ids per split and per source) and returns a
+``build_run_data`` opens ``data.base`` (and ``data.novel``), caches them once (the cache decodes every file,
+so a missing or unreadable image, or a mask of another size, fails here with the file named, before any
+training), makes or re-reads ``<run>/split.json`` (image ids per split and per source) and returns a
 :class:`RunData` whose loaders yield ``{"image": (B,C,H,W) float32 [0,1], "mask": (B,1,H,W) float32 {0,1},
 "source": (B,) int64, "id": list[str]}``. Source 0 is the base site, 1 the novel site. Validation and test
 images always come from the base site.
+
+``data.preprocess`` chooses what an item is: ``resize`` (whole images resized to ``data.image_size``²) or
+``tile`` (native-resolution images cut into ``data.image_size``² tiles at ``data.tile_stride``). Splits are
+always drawn over images (and their patient/slide groups); with tiling every tile follows its image, so tiles
+of one image never span two sets, and ``data.novel_k`` counts novel images.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +46,76 @@ class Loaders:
     val: DataLoader[Any]
 
 
+@dataclass(frozen=True)
+class ImageView:
+    """The images of a cached dataset, whatever its items are (whole images or tiles): what splits need.
+
+    Attributes:
+        ids: image (record) ids, in the dataset's order.
+        groups: one patient/slide group per image (``None``: the image is its own group).
+        official: the dataset's official split over image ids (``None`` when it has none).
+    """
+
+    ids: list[str]
+    groups: list[str | None]
+    official: dict[str, list[str]] | None = None
+
+    @classmethod
+    def of(cls, data: CachedDataset) -> ImageView:
+        """The image view of ``data``."""
+        records = data.records
+        official: dict[str, list[str]] = {}
+        for record in records:
+            if record.split is not None:
+                official.setdefault(record.split, []).append(record.id)
+        return cls([r.id for r in records], [r.group for r in records], official or None)
+
+    def official_split(self) -> dict[str, list[str]] | None:
+        """Image ids per official split."""
+        return self.official
+
+
+def image_items(data: CachedDataset) -> dict[str, list[int]]:
+    """Image id -> positions of its items in ``data`` (one item, or all its tiles ``"<id>@<y>_<x>"``)."""
+    if data.tile is None:
+        return {item: [p] for p, item in enumerate(data.ids)}
+    out: dict[str, list[int]] = {}
+    for position, item in enumerate(data.ids):
+        out.setdefault(item.rpartition("@")[0], []).append(position)
+    return out
+
+
+def item_positions(
+    data: CachedDataset, image_ids: Sequence[str], index: Mapping[str, list[int]] | None = None
+) -> list[int]:
+    """Positions of the items of ``image_ids`` in ``data``: the images themselves, or all their tiles.
+
+    Args:
+        data: the cached dataset.
+        image_ids: image (record) ids.
+        index: :func:`image_items` of ``data`` when already computed.
+
+    Raises:
+        KeyError: an id that is not an image of ``data`` (naming the dataset).
+    """
+    index = image_items(data) if index is None else index
+    out: list[int] = []
+    for image_id in image_ids:
+        if image_id not in index:
+            raise KeyError(f"{data.raw.spec}: no image with id {image_id!r}")
+        out.extend(index[image_id])
+    return out
+
+
 @dataclass
 class RunData:
     """A run's cached datasets and its split.
 
     Attributes:
-        base: the base site, cached at ``data.image_size``.
+        base: the base site, cached at ``data.image_size`` (resized images, or native-size tiles).
         novel: the novel site (``None`` without one).
-        split: ``{"train", "val", "test"}`` → base ids, plus ``"novel"`` → the novel ids added to training.
+        split: ``{"train", "val", "test"}`` → base image ids, plus ``"novel"`` → the novel image ids added
+            to training. With tiling each id stands for all the tiles of that image.
         seed: seed of the training shuffle and augmentation.
         augment: the training augmentation (a name of :data:`fdseg.data.transforms.TRANSFORMS`).
         num_workers: DataLoader workers.
@@ -59,24 +127,57 @@ class RunData:
     seed: int = 0
     augment: str = "paper"
     num_workers: int = 0
+    _positions: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
+    _index: dict[str, list[int]] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def tiled(self) -> bool:
+        """Whether the items are tiles of native-resolution images."""
+        return self.base.tile is not None
+
+    def positions(self, name: str) -> list[int]:
+        """Item positions of a set: ``train``/``val``/``test`` in :attr:`base`, ``novel`` in :attr:`novel`."""
+        if name not in self._positions:
+            data = self.novel if name == "novel" else self.base
+            ids = self.split.get(name, [])
+            self._positions[name] = item_positions(data, ids) if data is not None and ids else []
+        return self._positions[name]
 
     def _dataset(self, name: str, *, train: bool) -> Dataset[Any]:
         transforms = build_transforms(self.augment) if train else None
         generator = torch.Generator().manual_seed(self.seed) if train else None
-        base = SegmentationDataset.from_ids(
-            self.base, self.split[name], transforms=transforms, source=0, generator=generator
+        base = SegmentationDataset(
+            self.base, self.positions(name), transforms=transforms, source=0, generator=generator
         )
         if not (name == "train" and self.novel is not None and self.split.get("novel")):
             return base
-        novel = SegmentationDataset.from_ids(
-            self.novel, self.split["novel"], transforms=transforms, source=1, generator=generator
+        novel = SegmentationDataset(
+            self.novel, self.positions("novel"), transforms=transforms, source=1, generator=generator
         )
         return PooledDataset([base, novel])
 
     @property
     def n_train(self) -> int:
-        """Number of training images (base train + novel)."""
-        return len(self.split["train"]) + (len(self.split["novel"]) if self.novel is not None else 0)
+        """Number of training items (base train + novel; tiles when tiled)."""
+        return len(self.positions("train")) + (len(self.positions("novel")) if self.novel is not None else 0)
+
+    def images(self, name: str) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        """The whole images of a base set, one at a time: ``(image id, (H, W, C) uint8, (H, W) bool)``.
+
+        Without tiling these are the cached (resized) images; with tiling the native-resolution images,
+        put back together from their tiles (the tiles cover every pixel).
+        """
+        if name not in SPLIT_NAMES:
+            raise ValueError(f"unknown split {name!r}; valid: {SPLIT_NAMES}")
+        if self._index is None:
+            self._index = image_items(self.base)
+        for image_id in self.split[name]:
+            positions = item_positions(self.base, [image_id], self._index)
+            items = [self.base[p] for p in positions]
+            if not self.tiled:
+                yield image_id, np.asarray(items[0]["image"]), np.asarray(items[0]["mask"])
+                continue
+            yield (image_id, *_stitch(items))
 
     @property
     def train(self) -> Dataset[Any]:
@@ -110,11 +211,32 @@ class RunData:
         )
 
 
+def _stitch(tiles: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Paste the tiles of one image (ids ``"<image id>@<y>_<x>"``) back into the whole image and mask."""
+    origins: list[tuple[int, int]] = []
+    for tile in tiles:
+        row, _, col = str(tile["id"]).rpartition("@")[2].partition("_")
+        origins.append((int(row), int(col)))
+    first = np.asarray(tiles[0]["image"])
+    side_y, side_x = first.shape[:2]
+    height = max(y for y, _ in origins) + side_y
+    width = max(x for _, x in origins) + side_x
+    image = np.zeros((height, width, first.shape[2]), dtype=first.dtype)
+    mask = np.zeros((height, width), dtype=bool)
+    for (y, x), tile in zip(origins, tiles):
+        image[y : y + side_y, x : x + side_x] = tile["image"]
+        mask[y : y + side_y, x : x + side_x] = tile["mask"]
+    return image, mask
+
+
 def _open_cached(spec: str, cfg: ExperimentConfig, run_dir: Path) -> CachedDataset:
     raw = open_dataset(spec)
     if len(raw) == 0:
         raise SplitError(f"dataset {spec!r} has no images")
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir.parent / ".cache"
+    if cfg.data.preprocess == "tile":
+        stride = cfg.data.tile_stride or cfg.data.image_size
+        return CachedDataset(raw, None, cache_dir, tile=cfg.data.image_size, stride=stride)
     return CachedDataset(raw, cfg.data.image_size, cache_dir)
 
 
@@ -134,7 +256,7 @@ def build_run_data(cfg: ExperimentConfig, run_dir: str | Path) -> RunData:
         split = _check_saved(path, sources, base, novel)
     else:
         base_split = split_dataset(
-            base,
+            ImageView.of(base),
             scheme=cfg.data.split_scheme,
             seed=cfg.data.split_seed,
             test=cfg.data.test_fraction,
@@ -150,8 +272,8 @@ def build_run_data(cfg: ExperimentConfig, run_dir: str | Path) -> RunData:
             k = cfg.data.novel_k
             if k is None:
                 fraction = 1.0 if cfg.data.novel_fraction is None else cfg.data.novel_fraction
-                k = addition_schedule(len(novel), [fraction])[0]
-            split["novel"] = select_subset(novel.ids, k)
+                k = addition_schedule(len(novel.records), [fraction])[0]
+            split["novel"] = select_subset(ImageView.of(novel).ids, k)
             sources["novel"] = SourceSplit(
                 sets={"train": tuple(split["novel"])}, spec=cfg.data.novel, scheme="custom",
                 meta={"rule": "first k ids in natural order (nested across k)"},
@@ -177,13 +299,11 @@ def _check_saved(
     split = {name: list(sources["base"][name]) for name in SPLIT_NAMES}
     split["novel"] = list(sources["novel"]["train"]) if "novel" in sources else []
     for name in SPLIT_NAMES:
-        for item in split[name]:
-            base.index_of(item)
+        item_positions(base, split[name])
     if split["novel"]:
         if novel is None:
             raise SplitError(f"{path} lists novel ids but the config has no data.novel")
-        for item in split["novel"]:
-            novel.index_of(item)
+        item_positions(novel, split["novel"])
     return split
 
 
