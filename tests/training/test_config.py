@@ -74,7 +74,14 @@ def test_bad_values_raise_with_choices() -> None:
         ExperimentConfig.from_dict({"schema": 2})
 
 
-@pytest.mark.parametrize("name", ["demo", "smoke", "tnbc"])
+SHIPPED = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
+
+
+def test_configs_folder_is_found() -> None:
+    assert {"demo", "smoke", "tnbc", "tnbc_monuseg"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_load(name: str) -> None:
     cfg = ExperimentConfig.from_yaml(REPO / "configs" / f"{name}.yaml")
     assert cfg.schema == 1
