@@ -1,4 +1,4 @@
-"""``configs/tnbc_monuseg.yaml``: the data-addition protocol, and its data on the real TNBC + MoNuSeg files."""
+"""``configs/tnbc_monuseg.yaml``: the data-addition protocol, and its data on the real TNBC + MoNuSeg."""
 
 from __future__ import annotations
 
