@@ -74,6 +74,9 @@ def test_tiles_are_counted_and_split_by_image_and_group(
     data = build_run_data(cfg, run)
     assert data.tiled and len(data.base) == 10 * per_image and data.novel is not None
 
+    # the cache gives every tile its image's patient group, so grouped splits of tiles could not leak either
+    assert data.base.groups == [i.partition("_")[0] for i in data.base.ids]
+
     saved = json.loads((run / "split.json").read_text())["sources"]
     image_sets = {name: set(saved["base"]["sets"][name]) for name in ("train", "val", "test")}
     assert set().union(*image_sets.values()) == {f"p{i // 2}_{i % 2}" for i in range(10)}
