@@ -13,19 +13,9 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import stats as sps
 
-__all__ = ["CANONICAL_LAYERS", "dice_vs_fd", "fd_layers", "linear_fit"]
+from fdseg._names import CANONICAL_LAYERS
 
-CANONICAL_LAYERS: tuple[str, ...] = (
-    "enc1",
-    "enc2",
-    "enc3",
-    "enc4",
-    "bottleneck",
-    "dec4",
-    "dec3",
-    "dec2",
-    "dec1",
-)
+__all__ = ["CANONICAL_LAYERS", "dice_vs_fd", "fd_layers", "linear_fit"]
 
 
 def fd_layers(columns: Sequence[str], prefix: str = "fd/") -> list[str]:

@@ -30,6 +30,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from fdseg._names import CANONICAL_LAYERS
+
 __all__ = [
     "CANONICAL_LAYERS",
     "FeatureInfo",
@@ -40,18 +42,6 @@ __all__ = [
     "unwrap_model",
 ]
 
-#: Canonical tap names, encoder (full resolution first), bottleneck, decoder (full resolution last).
-CANONICAL_LAYERS: tuple[str, ...] = (
-    "enc1",
-    "enc2",
-    "enc3",
-    "enc4",
-    "bottleneck",
-    "dec4",
-    "dec3",
-    "dec2",
-    "dec1",
-)
 
 _PATH_RE = re.compile(r"^(?P<path>[^\[\]]*)(?P<indices>(?:\[-?\d+\])*)$")
 

@@ -10,17 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 from numpy.typing import NDArray
 
-CANONICAL_LAYERS: tuple[str, ...] = (
-    "enc1",
-    "enc2",
-    "enc3",
-    "enc4",
-    "bottleneck",
-    "dec4",
-    "dec3",
-    "dec2",
-    "dec1",
-)
+from fdseg._names import CANONICAL_LAYERS
 
 PREFIX_LABELS: dict[str, str] = {
     "fd/": "L_fd",
