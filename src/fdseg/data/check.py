@@ -178,9 +178,12 @@ def _open_leniently(spec: str) -> RawDataset:
     return factory(root=path, **options)
 
 
-def _meta_problems(record_id: str, image: Path, meta: dict[str, str]) -> list[Problem]:
-    """Turn the decode facts that loaders put in ``meta`` into problems."""
+def _meta_problems(
+    record_id: str, image: Path, meta: dict[str, str], annotation: Path | None = None
+) -> list[Problem]:
+    """Turn the decode facts of ``meta`` into problems; annotation facts name the ``annotation`` file."""
     found: list[Problem] = []
+    notes = annotation if annotation is not None else image
     alpha = meta.get("alpha_dropped")
     if alpha == "opaque":
         found.append(
@@ -193,10 +196,10 @@ def _meta_problems(record_id: str, image: Path, meta: dict[str, str]) -> list[Pr
     if int(meta.get("regions_skipped", "0")):
         ids = meta.get("skipped_region_ids", "")
         found.append(
-            Problem(image, f"annotation regions with fewer than 3 vertices skipped (Region Id {ids})", "info")
+            Problem(notes, f"annotation regions with fewer than 3 vertices skipped (Region Id {ids})", "info")
         )
     if int(meta.get("regions_clipped", "0")):
-        found.append(Problem(image, "annotation polygons extend beyond the image (clipped)", "info"))
+        found.append(Problem(notes, "annotation polygons extend beyond the image (clipped)", "info"))
     if int(meta.get("type_inst_mismatch_px", "0")):
         n = meta["type_inst_mismatch_px"]
         found.append(
@@ -287,7 +290,8 @@ def check_dataset(
                     "warning",
                 )
             )
-        report.problems.extend(_meta_problems(record.id, record.image, meta))
+        annotation = next(iter(record.mask_files), None)
+        report.problems.extend(_meta_problems(record.id, record.image, meta, annotation))
         if target is not None:
             not_square += int(h * target[1] != w * target[0])
             if mask.any() and not resize_mask(mask, target).any():
