@@ -77,13 +77,15 @@ def train(
 ) -> None:
     """Train one run (two phases, resumable), evaluate it on the test split, print where it is."""
     from fdseg.training.config import ExperimentConfig
-    from fdseg.training.run import train_run
+    from fdseg.training.run import is_global_zero, train_run
 
     cfg = ExperimentConfig.from_yaml(config).with_overrides(overrides or [])
     runtime = _runtime(device)
     _seed(cfg.train.seed)
     start = time.perf_counter()
     run_dir = train_run(cfg, out, runtime=runtime, evaluate=not no_eval)
+    if not is_global_zero():
+        return
     _echo(f"run finished in {time.perf_counter() - start:.1f} s: {run_dir}")
     summary = run_dir / "test" / "summary.json"
     if summary.is_file():

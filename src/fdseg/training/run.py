@@ -211,6 +211,13 @@ def make_trainer(
     )
 
 
+def is_global_zero() -> bool:
+    """Whether this process is rank 0 of a (possibly distributed) run; ``True`` outside DDP."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0)) == 0
+
+
 def train_run(
     cfg: ExperimentConfig,
     run_dir: str | Path,
@@ -261,6 +268,8 @@ def train_run(
             cfg, phase, data, runtime, history, ckpt_dir, callbacks, resume=resume, warmup=phases[0].epochs
         )
         meta = None
+    if not is_global_zero():
+        return run_dir  # under DDP the other ranks only train; rank 0 evaluates and marks the run DONE
     if evaluate:
         from fdseg.training.evaluate import evaluate_run
 
