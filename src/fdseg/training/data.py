@@ -30,7 +30,7 @@ from fdseg.data.cache import resize_image as _resize_image
 from fdseg.data.errors import SplitError
 from fdseg.data.formats._io import read_image
 from fdseg.data.pooling import PooledDataset, addition_schedule, select_subset
-from fdseg.data.splits import SourceSplit, load_splits, save_splits, split_dataset
+from fdseg.data.splits import SourceSplit, check_split, load_splits, save_splits, split_dataset
 from fdseg.data.torch_dataset import SegmentationDataset, collate
 from fdseg.data.transforms import build_transforms
 from fdseg.training.config import ExperimentConfig
@@ -253,7 +253,7 @@ def build_run_data(cfg: ExperimentConfig, run_dir: str | Path) -> RunData:
     path = run_dir / "split.json"
     if path.is_file():
         sources = load_splits(path)
-        split = _check_saved(path, sources, base, novel)
+        split = _check_saved(path, sources, base, novel, grouped=cfg.data.split_grouped)
     else:
         base_split = split_dataset(
             ImageView.of(base),
@@ -292,18 +292,47 @@ def _counts(split: dict[str, list[str]]) -> dict[str, int]:
 
 
 def _check_saved(
-    path: Path, sources: dict[str, SourceSplit], base: CachedDataset, novel: CachedDataset | None
+    path: Path,
+    sources: dict[str, SourceSplit],
+    base: CachedDataset,
+    novel: CachedDataset | None,
+    *,
+    grouped: bool = True,
 ) -> dict[str, list[str]]:
+    """Validate a re-read ``split.json`` against the run's datasets, as a fresh split would be.
+
+    Every id must be an image of its source and stay inside the dataset root, no id (and, when the run
+    splits by groups, no patient/slide group) may be in two sets, and the base train/val/test sets must
+    not be empty.
+
+    Raises:
+        SplitError: naming ``path`` and the offending source, set, id or group.
+    """
     if "base" not in sources:
         raise SplitError(f"{path}: no 'base' source")
+    unknown = sorted(set(sources) - {"base", "novel"})
+    if unknown:
+        raise SplitError(f"{path}: unknown split sources {unknown}; valid: ['base', 'novel']")
+    if "novel" in sources and novel is None and any(sources["novel"].sets.values()):
+        raise SplitError(f"{path} lists novel ids but the config has no data.novel")
+    checks: list[tuple[str, CachedDataset, tuple[str, ...]]] = [("base", base, SPLIT_NAMES)]
+    if "novel" in sources and novel is not None:
+        checks.append(("novel", novel, ()))
+    for name, data, required in checks:
+        view = ImageView.of(data)
+        try:
+            check_split(
+                sources[name],
+                view.ids,
+                groups=view.groups if grouped else None,
+                root=data.raw.root,
+                required=required,
+                source=name,
+            )
+        except SplitError as err:
+            raise SplitError(f"{path}: {err}") from None
     split = {name: list(sources["base"][name]) for name in SPLIT_NAMES}
-    split["novel"] = list(sources["novel"]["train"]) if "novel" in sources else []
-    for name in SPLIT_NAMES:
-        item_positions(base, split[name])
-    if split["novel"]:
-        if novel is None:
-            raise SplitError(f"{path} lists novel ids but the config has no data.novel")
-        item_positions(novel, split["novel"])
+    split["novel"] = list(sources["novel"]["train"]) if "novel" in sources and novel is not None else []
     return split
 
 
