@@ -118,3 +118,28 @@ def test_decode_error_names_the_file(synth_root: Path, tmp_path: Path) -> None:
     (broken / "images" / "0001.png").write_bytes(b"\x89PNG\r\n")
     with pytest.raises(DatasetError, match=r"images/0001\.png"):
         CachedDataset(open_dataset(f"folder:{broken}"), 32, tmp_path / "c")
+
+
+def test_edit_with_restored_mtime_and_same_size_is_seen(synth_root: Path, tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root)
+    raw = open_dataset(f"folder:{root}")
+    first = CachedDataset(raw, 32, tmp_path / "cache")
+    mask_file = raw.records[0].mask_files[0]
+    before = os.stat(mask_file)
+    from PIL import Image
+
+    edited = np.zeros((48, 48), np.uint8)  # an empty mask of the same size ...
+    Image.fromarray(edited).save(mask_file)
+    data = mask_file.read_bytes()
+    pad = before.st_size - len(data)
+    assert pad > 0  # an empty mask compresses to fewer bytes than a mask with nuclei
+    mask_file.write_bytes(data + b"\0" * pad)  # ... padded to the old byte count (readers ignore the tail)
+    os.utime(mask_file, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the old mtime restored
+    again = CachedDataset(open_dataset(f"folder:{root}"), 32, tmp_path / "cache")
+    assert os.stat(mask_file).st_size == before.st_size
+    assert again.decode_count == 1
+    assert not again[0]["mask"].any() and first[0]["mask"].any()

@@ -156,14 +156,19 @@ def _atomic_write_bytes(path: Path, payload: bytes) -> None:
 
 
 def file_digest(path: Path, memo_dir: Path | None) -> str:
-    """sha1 of a file's content, memoised in ``memo_dir`` by (absolute path, size, mtime)."""
+    """sha1 of a file's content, memoised in ``memo_dir`` by (absolute path, inode, size, mtime, ctime).
+
+    The status-change time ``ctime`` is set by the file system on every write and cannot be set back by a
+    user (unlike ``mtime``), so an edited file always gets a new memo entry and is hashed again.
+    """
     try:
         stat = path.stat()
     except FileNotFoundError:
         raise DatasetError(path, "file not found") from None
     if memo_dir is None:
         return _sha1_file(path)
-    fast = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    key = f"{path.resolve()}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}"
+    fast = hashlib.sha1(key.encode()).hexdigest()
     memo = memo_dir / fast[:2] / fast
     if memo.is_file():
         cached = memo.read_text().strip()
