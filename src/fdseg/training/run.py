@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import platform
+import random
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 
 import fdseg
@@ -142,6 +144,28 @@ def _git_sha() -> str | None:
     return sha if out.returncode == 0 and sha else None
 
 
+def check_buildable(cfg: ExperimentConfig) -> None:
+    """Build the model, the L_seg/L_fd losses and the λ strategy once on the CPU, without data.
+
+    This fails on a configuration that cannot train (an unknown model, loss or λ option) before the run
+    directory is created, so a rejected config is never saved as ``config.yaml``. The global RNG states
+    (torch CPU, NumPy, ``random``) are restored afterwards, so the run's own model initialisation is
+    unchanged.
+
+    Raises:
+        ValueError / KeyError / TypeError: from the builders, naming the bad option.
+    """
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            model = build_model(cfg)
+            probe = Phase(2 if cfg.has_phase2 else 1, 1, 1, False, "best.ckpt")
+            build_task(cfg, model, probe, warmup=max(cfg.train.epochs_phase1, 1)).close()
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
 def prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, runtime: Runtime) -> None:
     """Create the directory, refuse a foreign config, write ``config.yaml`` and ``env.json``."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -243,6 +267,8 @@ def train_run(
 
     Raises:
         RunConfigMismatchError: the directory holds another configuration.
+        ValueError / KeyError / TypeError: a model, loss or λ option that cannot be built (before the run
+            directory is created or written).
         fdseg.data.errors.DatasetError, FileNotFoundError, ValueError: bad data (before training starts).
         NonFiniteLossError: the loss became NaN/inf (step and term named).
     """
@@ -252,6 +278,7 @@ def train_run(
         check_run_config(run_dir, cfg)
         log.info("%s is finished (DONE); skipping", run_dir)
         return run_dir
+    check_buildable(cfg)
     prepare_run_dir(cfg, run_dir, runtime)
     data = build_run_data(cfg, run_dir)
     ckpt_dir = run_dir / "checkpoints"
