@@ -7,10 +7,17 @@ Two schemes (``method-spec.md`` §D3), ratios configurable:
 - ``paper`` ("70-20-10 train-test-validation"): test = ⌈0.2·n⌉ and val = ⌈0.1·n⌉, both *of the total*.
 
 Rounding up follows scikit-learn's ``train_test_split``. With groups (patient/slide/WSI) whole groups are
-assigned, in a seeded random order, to test until it holds at least its target number of images, then to
-val, and the rest to train, so no group is in two sets. An official split is honoured: its ``test`` (and
-``val`` if any) are kept and val is carved out of its ``train``. Ids are ordered naturally before shuffling,
-so the split depends only on the set of ids, the groups, the scheme, the ratios and the seed.
+assigned, so no group is in two sets: the groups are walked in a seeded random order and one joins test
+only if it brings test's size closer to its target (``|n + g − t| < |n − t|``), then the groups left are
+walked again for val, and the rest go to train. Test and val so end within one group of their targets
+(never more than one group over, at most half a group under), and each set gets at least one group
+whenever there are at least three (see :func:`_assign`). Without groups every id is its own group and the
+counts are exact.
+
+An official split is honoured: its ``test`` (and ``val`` if any) are kept and val is carved out of its
+``train``; an official split without a test set (e.g. MoNuSeg's training folder alone, every record
+``train``) is drawn from like a dataset without one. Ids are ordered naturally before shuffling, so the
+split depends only on the set of ids, the groups, the scheme, the ratios and the seed.
 
 A split file holds one split per *source* (``base``, ``novel``, …)::
 
@@ -66,7 +73,7 @@ class SourceSplit:
         test: the test ratio used.
         val: the val ratio used (of the rest for ``code``, of the total for ``paper``).
         grouped: whether groups were kept together.
-        official: whether an official split was honoured.
+        official: whether an official split was honoured (official test or val ids were kept).
     """
 
     sets: Mapping[str, tuple[str, ...]]
@@ -122,18 +129,37 @@ def _counts(n: int, scheme: str, test: float, val: float) -> tuple[int, int]:
 def _assign(
     units: list[tuple[str, list[str]]], targets: Sequence[tuple[str, int]], rng: np.random.Generator
 ) -> dict[str, list[str]]:
-    """Assign shuffled units (group, ids) to the targeted sets in order; the remainder goes to train."""
-    order = rng.permutation(len(units))
+    """Fill the targeted sets in turn from seeded-shuffled units (group, ids); the rest goes to train.
+
+    For each set (in the order of ``targets``) the units left are walked in one seeded order and a unit
+    joins the set only if it brings the set's size ``n`` closer to its target ``t``
+    (``|n + g - t| < |n - t|`` for a unit of ``g`` ids), so a set ends within half a unit below or less
+    than one unit above its target. Enough units are always left for the later sets and train to get one
+    each; a set that no unit brings closer (every unit is at least twice its target) gets the smallest
+    unit left (the first in the seeded order among equals), so no set is empty when there are at least as
+    many units as sets.
+    """
+    left = [units[int(idx)] for idx in rng.permutation(len(units))]
     out: dict[str, list[str]] = {name: [] for name, _ in targets}
     out.setdefault("train", [])
-    for idx in order:
-        _group, ids = units[int(idx)]
-        for name, target in targets:
-            if len(out[name]) < target:
-                out[name].extend(ids)
+    for k, (name, target) in enumerate(targets):
+        reserve = len(targets) - k  # one unit for each later set and for train
+        chosen: list[int] = []
+        size = 0
+        for pos, (_group, ids) in enumerate(left):
+            if len(left) - len(chosen) <= reserve:
                 break
-        else:
-            out["train"].extend(ids)
+            if abs(size + len(ids) - target) < abs(size - target):
+                chosen.append(pos)
+                size += len(ids)
+        if not chosen and target > 0 and len(left) > reserve:
+            chosen.append(min(range(len(left)), key=lambda pos: len(left[pos][1])))
+        for pos in chosen:
+            out[name].extend(left[pos][1])
+        taken = set(chosen)
+        left = [unit for pos, unit in enumerate(left) if pos not in taken]
+    for _group, ids in left:
+        out["train"].extend(ids)
     return out
 
 
@@ -166,7 +192,9 @@ def make_split(
     Args:
         ids: unique item ids.
         groups: one group key per id (``None`` entries are their own group); ``None`` for no grouping.
-        official: an official split (``{"train": [...], "test": [...]}``, optionally ``val``) to honour.
+        official: an official split (``{"train": [...], "test": [...]}``, optionally ``val``) to honour:
+            its test and val ids are kept; a missing val is drawn from the rest with ratio ``val`` (of the
+            rest, both schemes), and a missing test with the scheme's ratios as without an official split.
         scheme: ``code`` or ``paper`` (see the module docstring).
         seed: the seed of the draw.
         test: test ratio in (0, 1) (default per scheme); ignored when ``official`` has a test set.
@@ -197,6 +225,7 @@ def make_split(
     rng = np.random.default_rng(seed)
     group_of = dict(zip(ids, groups)) if groups is not None else {}
 
+    fixed: dict[str, list[str]] = {name: [] for name in SET_NAMES}
     if official:
         unknown = sorted(set().union(*map(set, official.values())) - set(ids), key=natural_key)
         if unknown:
@@ -207,19 +236,30 @@ def make_split(
                 f"official split has unknown set names {check_official}; valid: {list(SET_NAMES)}"
             )
         fixed = {name: sorted(official.get(name, ()), key=natural_key) for name in SET_NAMES}
-        taken = {i for name in ("val", "test") for i in fixed[name]}
-        pool = [i for i in ids if i not in taken]
-        sets = {"test": fixed["test"], "val": fixed["val"]}
-        if not fixed["val"]:
-            n_val = math.ceil(round(val * len(pool), 9))
-            pool_groups = [group_of.get(i) for i in pool] if groups is not None else None
-            drawn = _assign(_units(pool, pool_groups), [("val", n_val)], rng)
-            sets["val"], sets["train"] = drawn["val"], drawn["train"]
-        else:
-            sets["train"] = pool
-    else:
+    taken = {i for name in ("val", "test") for i in fixed[name]}
+    pool = [i for i in ids if i not in taken]
+    pool_units = _units(pool, [group_of.get(i) for i in pool] if groups is not None else None)
+    drawn = [name for name in ("test", "val") if not fixed[name]]
+    if len(pool_units) < len(drawn) + 1:
+        raise SplitError(
+            f"{len(pool)} items in {len(pool_units)} group(s) cannot fill the {', '.join(['train', *drawn])} "
+            "sets with at least one whole group each (an id without a group is its own group); "
+            "use a larger dataset"
+        )
+    sets: dict[str, list[str]]
+    if fixed["test"] and fixed["val"]:
+        sets = {"test": fixed["test"], "val": fixed["val"], "train": pool}
+    elif fixed["test"]:
+        n_val = math.ceil(round(val * len(pool), 9))
+        sets = _assign(pool_units, [("val", n_val)], rng)
+        sets["test"] = fixed["test"]
+    elif fixed["val"]:
+        n_test, _ = _counts(len(ids), scheme, test, val)
+        sets = _assign(pool_units, [("test", n_test)], rng)
+        sets["val"] = fixed["val"]
+    else:  # no official split, or one with only a training set: drawn as without one
         n_test, n_val = _counts(len(ids), scheme, test, val)
-        sets = _assign(_units(ids, groups), [("test", n_test), ("val", n_val)], rng)
+        sets = _assign(pool_units, [("test", n_test), ("val", n_val)], rng)
 
     result = SourceSplit(
         sets={name: tuple(sorted(sets.get(name, []), key=natural_key)) for name in SET_NAMES},
@@ -229,7 +269,7 @@ def make_split(
         test=test,
         val=val,
         grouped=grouped,
-        official=bool(official),
+        official=bool(taken),
     )
     check_split(result, ids, groups=groups)
     return result
