@@ -235,6 +235,30 @@ def make_trainer(
     )
 
 
+def world_size(cfg: ExperimentConfig, runtime: Runtime) -> int:
+    """Processes that share each training epoch (``train.devices`` × nodes under the resolved strategy).
+
+    Resolved by Lightning itself, from a ``Trainer`` that is built and dropped (it starts no process and
+    touches no device memory), so ``auto`` devices and strategies count as Lightning will count them.
+    """
+    quiet = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        probe = pl.Trainer(
+            accelerator=runtime.accelerator,
+            devices=_devices(cfg.train.devices),
+            strategy=cfg.train.strategy,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+    finally:
+        quiet.setLevel(level)
+    return max(int(probe.world_size), 1)
+
+
 def is_global_zero() -> bool:
     """Whether this process is rank 0 of a (possibly distributed) run; ``True`` outside DDP."""
     from lightning.pytorch.utilities import rank_zero_only
@@ -283,7 +307,8 @@ def train_run(
     data = build_run_data(cfg, run_dir)
     ckpt_dir = run_dir / "checkpoints"
     history = HistoryWriter(run_dir / "history.csv")
-    phases = plan_phases(cfg, steps_per_epoch(data.n_train, cfg.train.batch_size))
+    world = world_size(cfg, runtime)
+    phases = plan_phases(cfg, steps_per_epoch(data.n_train, cfg.train.batch_size, world))
     meta = checkpoint_meta(ckpt_dir / "last.ckpt")
     for phase in phases:
         resume = meta is not None and int(meta["phase"]) == phase.index

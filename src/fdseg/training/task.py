@@ -235,10 +235,36 @@ class SegmentationTask(pl.LightningModule):
         for layer, lam in self.lambdas.items():
             stats[f"lambda/{layer}"] = lam
         if self.lambda_strategy is not None:
-            per_batch = {k: torch.stack(v).cpu().tolist() for k, v in self._layer_batches.items()}
-            self.lambda_strategy.update(self.global_epoch, per_batch)
+            self.lambda_strategy.update(self.global_epoch, self._gathered_layer_batches())
         self.last_epoch_stats = stats
         return stats
+
+    def _gathered_layer_batches(self) -> dict[str, list[float]]:
+        """The epoch's per-batch L_fd per layer, of every rank under DDP (rank by rank, in batch order).
+
+        Every rank gets the same lists, so a λ strategy that reads them (``dual``: median and mean) takes
+        the same step on every rank. Ranks may have run different numbers of batches: each sends its
+        values padded to the longest count, and the padding is cut off again.
+        """
+        local = {k: torch.stack(v).detach().float() for k, v in self._layer_batches.items()}
+        needs = bool(getattr(self.lambda_strategy, "needs_stats", False))
+        if self.trainer.world_size <= 1 or not needs:
+            return {k: v.cpu().tolist() for k, v in local.items()}
+        layers: list[str] = list(getattr(self.lambda_strategy, "layers", sorted(local)))
+        count = max((int(v.numel()) for v in local.values()), default=0)
+        counts = self.all_gather(torch.tensor([count], dtype=torch.int64, device=self.device))
+        counts = counts.reshape(-1).cpu()  # (world_size,)
+        width = max(int(counts.max()), 1)
+        packed = torch.zeros(len(layers), width, dtype=torch.float32, device=self.device)
+        for i, layer in enumerate(layers):
+            if layer in local:
+                values = local[layer].to(self.device)
+                packed[i, : values.numel()] = values
+        gathered = self.all_gather(packed).reshape(-1, len(layers), width).cpu()  # (world_size, L, width)
+        return {
+            layer: [v for rank, n in enumerate(counts.tolist()) for v in gathered[rank, i, :n].tolist()]
+            for i, layer in enumerate(layers)
+        }
 
     def _reduce(self, value: Tensor | None) -> Tensor:
         if value is None:
