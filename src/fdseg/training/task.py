@@ -252,7 +252,9 @@ class SegmentationTask(pl.LightningModule):
             return {k: v.cpu().tolist() for k, v in local.items()}
         layers: list[str] = list(getattr(self.lambda_strategy, "layers", sorted(local)))
         count = max((int(v.numel()) for v in local.values()), default=0)
-        counts = self.all_gather(torch.tensor([count], dtype=torch.int64, device=self.device))
+        counts = self.trainer.strategy.all_gather(
+            torch.tensor([count], dtype=torch.int64, device=self.device)
+        )
         counts = counts.reshape(-1).cpu()  # (world_size,)
         width = max(int(counts.max()), 1)
         packed = torch.zeros(len(layers), width, dtype=torch.float32, device=self.device)
@@ -260,7 +262,9 @@ class SegmentationTask(pl.LightningModule):
             if layer in local:
                 values = local[layer].to(self.device)
                 packed[i, : values.numel()] = values
-        gathered = self.all_gather(packed).reshape(-1, len(layers), width).cpu()  # (world_size, L, width)
+        gathered = (
+            self.trainer.strategy.all_gather(packed).reshape(-1, len(layers), width).cpu()
+        )  # (world_size, L, width)
         return {
             layer: [v for rank, n in enumerate(counts.tolist()) for v in gathered[rank, i, :n].tolist()]
             for i, layer in enumerate(layers)
