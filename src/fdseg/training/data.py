@@ -145,14 +145,21 @@ class RunData:
 
     def _dataset(self, name: str, *, train: bool) -> Dataset[Any]:
         transforms = build_transforms(self.augment) if train else None
-        generator = torch.Generator().manual_seed(self.seed) if train else None
         base = SegmentationDataset(
-            self.base, self.positions(name), transforms=transforms, source=0, generator=generator
+            self.base,
+            self.positions(name),
+            transforms=transforms,
+            source=0,
+            generator=augment_generator(self.seed, 0) if train else None,
         )
         if not (name == "train" and self.novel is not None and self.split.get("novel")):
             return base
         novel = SegmentationDataset(
-            self.novel, self.positions("novel"), transforms=transforms, source=1, generator=generator
+            self.novel,
+            self.positions("novel"),
+            transforms=transforms,
+            source=1,
+            generator=augment_generator(self.seed, 1) if train else None,
         )
         return PooledDataset([base, novel])
 
@@ -195,6 +202,7 @@ class RunData:
             num_workers=self.num_workers,
             collate_fn=collate,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=reseed_worker_augmentation,
         )
         return Loaders(train, self.eval_loader("val", cfg.train.eval_batch_size))
 
@@ -209,6 +217,39 @@ class RunData:
             num_workers=self.num_workers,
             collate_fn=collate,
         )
+
+
+def derive_seed(*key: int) -> int:
+    """A 63-bit seed derived from integers (NumPy ``SeedSequence``): distinct keys give unrelated streams."""
+    return int(np.random.SeedSequence([abs(int(k)) for k in key]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def augment_generator(seed: int, source: int) -> torch.Generator:
+    """The augmentation generator of one source (0 base, 1 novel): its own stream for every source."""
+    return torch.Generator().manual_seed(derive_seed(seed, source))
+
+
+def _segmentation_parts(dataset: Any) -> Iterator[SegmentationDataset]:
+    if isinstance(dataset, SegmentationDataset):
+        yield dataset
+    for part in getattr(dataset, "parts", ()):
+        yield from _segmentation_parts(part)
+
+
+def reseed_worker_augmentation(worker_id: int) -> None:
+    """``worker_init_fn``: give each DataLoader worker its own augmentation stream per source.
+
+    Every worker starts with a copy of the datasets' generators, so without this all workers would draw the
+    same transforms. The new seed derives from the worker's torch seed (the loader's base seed, drawn from
+    the loader's seeded generator, plus the worker id) and the source, so it is reproducible for a given
+    ``train.seed`` and differs between workers, sources and (non-persistent) loader iterations.
+    """
+    info = torch.utils.data.get_worker_info()
+    if info is None:
+        return
+    for part in _segmentation_parts(info.dataset):
+        if isinstance(part.generator, torch.Generator):
+            part.generator.manual_seed(derive_seed(torch.initial_seed(), part.source, worker_id))
 
 
 def _stitch(tiles: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
