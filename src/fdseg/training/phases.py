@@ -77,9 +77,14 @@ def steps_per_epoch(n_train: int, batch_size: int, world_size: int = 1) -> int:
 
 
 def atomic_save_checkpoint(trainer: pl.Trainer, path: Path) -> None:
-    """Save the trainer's checkpoint to ``path`` via a temporary file and an atomic rename."""
+    """Save the trainer's full checkpoint to ``path`` via a temporary file and an atomic rename.
+
+    Full means weights, optimiser, scheduler, callback and λ states (Lightning's ``weights_only=False``), so
+    an interrupted run resumes exactly. The file holds only tensors and plain containers and is read back
+    with ``torch.load(..., weights_only=True)``.
+    """
     tmp = path.with_name(path.name + ".tmp")
-    trainer.save_checkpoint(tmp)
+    trainer.save_checkpoint(tmp, weights_only=False)
     if trainer.is_global_zero:
         os.replace(tmp, path)
     trainer.strategy.barrier("fdseg_checkpoint")
