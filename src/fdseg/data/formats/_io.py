@@ -218,6 +218,16 @@ def _read_tiff_fallback(path: Path, max_pixels: int, reason: str) -> np.ndarray:
     return arr
 
 
+def _open_or_read_tiff(path: Path, max_pixels: int) -> Image.Image | np.ndarray:
+    """A lazily opened Pillow image, or the first-page array of a TIFF that only tifffile can read."""
+    try:
+        return _open_checked(path, max_pixels)
+    except DatasetError as exc:
+        if path.suffix.lower() not in _TIFF_SUFFIXES or "cannot read image" not in exc.problem:
+            raise
+        return _read_tiff_fallback(path, max_pixels, exc.problem)
+
+
 def _array_to_rgb(path: Path, arr: np.ndarray, mode: str) -> tuple[np.ndarray, ImageInfo]:
     """Turn a tifffile array (H, W), (H, W, C) into (H, W, 3) uint8."""
     rescaled = False
@@ -255,12 +265,9 @@ def read_image(
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     path = Path(path)
-    try:
-        img = _open_checked(path, max_pixels)
-    except DatasetError as exc:
-        if path.suffix.lower() not in _TIFF_SUFFIXES or "cannot read image" not in exc.problem:
-            raise
-        arr, info = _array_to_rgb(path, _read_tiff_fallback(path, max_pixels, exc.problem), "tifffile")
+    img = _open_or_read_tiff(path, max_pixels)
+    if isinstance(img, np.ndarray):
+        arr, info = _array_to_rgb(path, img, "tifffile")
         return (arr if channels == 3 else _rgb_to_grey(arr)), info
     if _is_deep_colour_tiff(img):
         # Pillow keeps only the high byte of 16-bit colour TIFFs; read full precision and apply our rule.
@@ -313,13 +320,9 @@ def _rgb_to_grey(arr: np.ndarray) -> np.ndarray:
 def image_size(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int, str]:
     """``(height, width, mode)`` of an image from its header only (no decode)."""
     path = Path(path)
-    try:
-        img = _open_checked(path, max_pixels)
-    except DatasetError as exc:
-        if path.suffix.lower() not in _TIFF_SUFFIXES or "cannot read image" not in exc.problem:
-            raise
-        arr = _read_tiff_fallback(path, max_pixels, exc.problem)
-        return int(arr.shape[0]), int(arr.shape[1]), "tifffile"
+    img = _open_or_read_tiff(path, max_pixels)
+    if isinstance(img, np.ndarray):
+        return int(img.shape[0]), int(img.shape[1]), "tifffile"
     with img:
         return img.height, img.width, img.mode
 
@@ -360,12 +363,9 @@ def read_mask(
         DatasetError: missing, truncated, corrupt or oversized file.
     """
     path = Path(path)
-    try:
-        img = _open_checked(path, max_pixels)
-    except DatasetError as exc:
-        if path.suffix.lower() not in _TIFF_SUFFIXES or "cannot read image" not in exc.problem:
-            raise
-        arr = _read_tiff_fallback(path, max_pixels, exc.problem)
+    img = _open_or_read_tiff(path, max_pixels)
+    if isinstance(img, np.ndarray):
+        arr = img
         if arr.ndim == 3:
             arr = arr.max(axis=2)
         return _binarise(np.asarray(arr), "tifffile")
