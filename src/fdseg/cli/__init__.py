@@ -254,5 +254,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(result) if isinstance(result, int) else 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+# Command groups that live in their own modules register themselves on ``app`` when imported.
+from fdseg.cli import _commands  # noqa: E402,F401

@@ -1,0 +1,1 @@
+"""Imports the modules of ``fdseg.cli`` that add commands to ``app`` (one import per module)."""
