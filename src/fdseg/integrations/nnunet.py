@@ -167,6 +167,7 @@ class nnUNetTrainerFD(nnUNetTrainer):  # type: ignore[misc]
     """
 
     fd_loss_class: type[FeatureDiscrepancyLoss] = FeatureDiscrepancyLoss
+    loss: nn.Module
 
     def __init__(
         self,

@@ -116,9 +116,9 @@ def check_train_options(
         ValueError: an unknown trainer, λ options given to the base trainer, a negative or non-finite value.
     """
     if trainer not in TRAINERS:
-        raise ValueError(
-            f"unknown --trainer {trainer!r}{did_you_mean(trainer, list(TRAINERS))} valid: {list(TRAINERS)}"
-        )
+        same_letters = [name for name in TRAINERS if name.lower() == str(trainer).lower()]
+        hint = f"; did you mean {same_letters[0]!r}?" if same_letters else did_you_mean(trainer, list(TRAINERS))
+        raise ValueError(f"unknown --trainer {trainer!r}{hint} valid: {list(TRAINERS)}")
     if trainer == "base":
         given = [
             n for n, v in (("--lambda-max", lambda_max), ("--warmup-epochs", warmup_epochs)) if v is not None
