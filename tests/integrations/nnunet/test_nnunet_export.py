@@ -186,8 +186,18 @@ def test_broken_export_fails_nnunet_integrity_check(sites: Sites, tmp_path: Path
     not TNBC.is_dir(), reason=f"real TNBC files not found under {TNBC} (set FDSEG_SHARED_DATA)"
 )
 def test_real_tnbc_export_passes_nnunet_integrity_check(tmp_path: Path) -> None:
-    result = export_nnunet(f"tnbc:{TNBC}", tmp_path, dataset_id=901, name="TNBC")
-    assert result.counts == {"train": 36, "val": 9, "novel": 0, "test": 5}  # the released code's 36/9/5
+    spec = f"tnbc:{TNBC}"
+    result = export_nnunet(spec, tmp_path, dataset_id=901, name="TNBC")
+    expected = split_dataset(_Ids(spec), scheme="code", seed=35)  # slides kept whole, as fdseg train does
+    assert result.counts == {k: len(expected[k]) for k in ("train", "val")} | {
+        "novel": 0,
+        "test": len(expected["test"]),
+    }
+    assert sum(result.counts.values()) == 50
+    slide_sets: dict[str, set[str]] = {}
+    for info in result.cases.values():
+        slide_sets.setdefault(info["id"].split("_")[0], set()).add(info["set"])
+    assert all(len(sets) == 1 for sets in slide_sets.values())  # no slide in two sets
     assert result.channels == 3  # 47 of the 50 files are RGBA: alpha dropped, one RGB PNG each
     with Image.open(next((result.folder / "imagesTr").iterdir())) as img:
         assert img.mode == "RGB" and img.size == (512, 512)
