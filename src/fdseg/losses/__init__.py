@@ -5,6 +5,16 @@ Losses receive tensors (``features: dict[str, Tensor]``, masks, logits), never a
 
 from __future__ import annotations
 
+from fdseg.losses.baselines import (
+    BASELINES,
+    DeepSupervisionLoss,
+    PixelContrastiveLoss,
+    decoder_channels,
+    deep_supervision_loss,
+    deep_supervision_weights,
+    sample_pixels,
+    supervised_contrastive_loss,
+)
 from fdseg.losses.discrepancy import (
     PRESETS,
     ExchangeableFeatureDiscrepancyLoss,
@@ -46,11 +56,13 @@ from fdseg.losses.weights import (
 )
 
 __all__ = [
+    "BASELINES",
     "DEFAULT_LAMBDA_MAX",
     "LAMBDA_STRATEGIES",
     "PRESETS",
     "SEG_LOSSES",
     "CodeExactLambda",
+    "DeepSupervisionLoss",
     "DiceBCELoss",
     "DiceBCEOnProbsLoss",
     "DiceIoULoss",
@@ -63,10 +75,14 @@ __all__ = [
     "FixedLambda",
     "LambdaStrategy",
     "LossOutput",
+    "PixelContrastiveLoss",
     "Prototypes",
     "ScheduleLambda",
     "build_lambda_strategy",
     "build_seg_loss",
+    "decoder_channels",
+    "deep_supervision_loss",
+    "deep_supervision_weights",
     "dice_bce_loss",
     "dice_bce_on_probs_loss",
     "dice_iou_loss",
@@ -76,5 +92,7 @@ __all__ = [
     "region_prototypes",
     "resize_mask",
     "resolve_options",
+    "sample_pixels",
     "soft_dice",
+    "supervised_contrastive_loss",
 ]
