@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from fdseg._checks import check_shape
+from fdseg._names import MULTICLASS_HEADS
 from fdseg.losses.discrepancy import (
     ExchangeableFeatureDiscrepancyLoss,
     FeatureDiscrepancyLoss,
@@ -54,7 +55,7 @@ from fdseg.losses.functional import (
 )
 
 #: The two multi-class heads.
-HEADS: tuple[str, ...] = ("binary_per_class", "softmax")
+HEADS: tuple[str, ...] = MULTICLASS_HEADS
 
 
 def _check_num_classes(num_classes: int) -> int:
