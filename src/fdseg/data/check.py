@@ -402,8 +402,8 @@ def check_dataset(
         report.problems.append(
             Problem(
                 dataset.root,
-                f"official test-only folder: its {n_test} images are usable for testing (evaluate a trained "
-                "run on this spec), not for training",
+                f"official test-only folder: its {n_test} images are usable for testing, not for training "
+                "(a spec on the folder above it gives the official training set as well)",
                 "info",
             )
         )
