@@ -104,6 +104,19 @@ def _img_u16_tiff(d: Path) -> tuple[Path, np.ndarray, str]:
     return d / "a.tif", _grey3(_u8(values, 0, 65535)), "TIFF minisblack uint16"
 
 
+def _img_u16_tiff_lzw(d: Path) -> tuple[Path, np.ndarray, str]:
+    # LZW needs imagecodecs in tifffile; Pillow's lossless decode is used with tifffile's metadata.
+    values = GREY.astype(np.uint16) * 100 + 7
+    Image.fromarray(values).save(d / "a.tif", compression="tiff_lzw")
+    return d / "a.tif", _grey3(_u8(values, 0, 65535)), "TIFF minisblack uint16"
+
+
+def _img_f32_tiff_lzw(d: Path) -> tuple[Path, np.ndarray, str]:
+    values = (GREY / 230.0).astype(np.float32)
+    Image.fromarray(values).save(d / "a.tif", compression="tiff_lzw")
+    return d / "a.tif", _grey3(_u8(values, 0, 1)), "TIFF minisblack float32"
+
+
 def _img_u12_tiff(d: Path) -> tuple[Path, np.ndarray, str]:
     values = (GREY.astype(np.uint16) * 17).clip(0, 4095)
     tifffile.imwrite(d / "a.tif", values, extratags=[(281, "H", 1, 4095, True)])
@@ -201,6 +214,8 @@ IMAGE_CASES: dict[str, ImageCase] = {
     "CMYK-tiff": _img_cmyk,
     "I;16-png": _img_i16_png,
     "uint16-tiff": _img_u16_tiff,
+    "uint16-tiff-lzw": _img_u16_tiff_lzw,
+    "float32-tiff-lzw": _img_f32_tiff_lzw,
     "12bit-MaxSampleValue": _img_u12_tiff,
     "int16-tiff": _img_i16_tiff,
     "I-int32-tiff": _img_i32_tiff,

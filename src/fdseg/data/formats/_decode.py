@@ -238,8 +238,9 @@ def _read_samples(path: Path, max_pixels: int, *, for_mask: bool) -> _Samples:
             raise
         return _read_tifffile(path, max_pixels, f"Pillow: {exc.problem}")
     if _tiff_needs_tifffile(img):
-        img.close()
-        return _read_tifffile(path, max_pixels, f"Pillow mode {img.mode}")
+        with img:
+            decoded = _pillow_numeric(img)
+        return _read_tifffile(path, max_pixels, f"Pillow mode {img.mode}", decoded)
     with img:
         decode_checked(path, img)
         return _pillow_samples(path, img, for_mask=for_mask)
@@ -324,8 +325,26 @@ def _tiff_range(path: Path, page: Any, dtype: np.dtype) -> tuple[float, float]:
     raise DatasetError(path, f"TIFF sample type {dtype} is not supported (unsigned, signed or float)")
 
 
-def _read_tifffile(path: Path, max_pixels: int, reason: str) -> _Samples:
-    """Read the first page of a TIFF with tifffile, with its photometric, sample format and bit depth."""
+def _pillow_numeric(img: Image.Image) -> np.ndarray | None:
+    """Pillow's exact decode of a single-channel 16/32-bit or float TIFF (``None`` when it has none).
+
+    Used when tifffile lacks the codec (LZW, JPEG, … need ``imagecodecs``) but Pillow decodes the samples
+    losslessly; tifffile still supplies the metadata.
+    """
+    if img.mode not in (*_PILLOW_16, "I", "F"):
+        return None
+    try:
+        img.load()
+    except _DECODE_ERRORS:
+        return None
+    return np.asarray(img)
+
+
+def _read_tifffile(path: Path, max_pixels: int, reason: str, decoded: np.ndarray | None = None) -> _Samples:
+    """Read the first page of a TIFF with tifffile, with its photometric, sample format and bit depth.
+
+    ``decoded``: Pillow's lossless decode of the same page, used when tifffile cannot decompress it.
+    """
     import tifffile
 
     try:
@@ -339,7 +358,14 @@ def _read_tifffile(path: Path, max_pixels: int, reason: str) -> _Samples:
                 raise DatasetError(path, f"TIFF page has shape {shape}, expected (H, W[, C])")
             if h * w > max_pixels:
                 raise DatasetError(path, f"image of {w}x{h} pixels is beyond the pixel limit of {max_pixels}")
-            arr = np.asarray(page.asarray())
+            try:
+                arr = np.asarray(page.asarray())
+            except Exception:
+                exact = decoded is not None and decoded.shape == shape
+                if not exact or page.dtype not in (np.uint16, np.int16, np.int32, np.float32):
+                    raise
+                assert decoded is not None
+                arr = decoded.astype(page.dtype)
             photometric = int(page.photometric)
             colormap = None if page.colormap is None else np.asarray(page.colormap)
             extras = [int(e) for e in (page.extrasamples or ())]
