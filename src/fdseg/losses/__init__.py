@@ -5,6 +5,16 @@ Losses receive tensors (``features: dict[str, Tensor]``, masks, logits), never a
 
 from __future__ import annotations
 
+from fdseg.losses.baselines import (
+    BASELINES,
+    DeepSupervisionLoss,
+    PixelContrastiveLoss,
+    decoder_channels,
+    deep_supervision_loss,
+    deep_supervision_weights,
+    sample_pixels,
+    supervised_contrastive_loss,
+)
 from fdseg.losses.discrepancy import (
     PRESETS,
     ExchangeableFeatureDiscrepancyLoss,
@@ -58,6 +68,7 @@ from fdseg.losses.weights import (
 )
 
 __all__ = [
+    "BASELINES",
     "DEFAULT_LAMBDA_MAX",
     "HEADS",
     "LAMBDA_STRATEGIES",
@@ -65,6 +76,7 @@ __all__ = [
     "SEG_LOSSES",
     "BinaryPerClassSegLoss",
     "CodeExactLambda",
+    "DeepSupervisionLoss",
     "DiceBCELoss",
     "DiceBCEOnProbsLoss",
     "DiceIoULoss",
@@ -80,6 +92,7 @@ __all__ = [
     "PerClassExchangeableFeatureDiscrepancyLoss",
     "PerClassFdTerm",
     "PerClassFeatureDiscrepancyLoss",
+    "PixelContrastiveLoss",
     "Prototypes",
     "ScheduleLambda",
     "SoftmaxSegLoss",
@@ -88,6 +101,9 @@ __all__ = [
     "build_seg_loss",
     "class_index_map",
     "class_masks",
+    "decoder_channels",
+    "deep_supervision_loss",
+    "deep_supervision_weights",
     "dice_bce_loss",
     "dice_bce_on_probs_loss",
     "dice_iou_loss",
@@ -98,5 +114,7 @@ __all__ = [
     "region_prototypes",
     "resize_mask",
     "resolve_options",
+    "sample_pixels",
     "soft_dice",
+    "supervised_contrastive_loss",
 ]

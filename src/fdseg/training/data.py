@@ -29,8 +29,15 @@ from fdseg.data.cache import CachedDataset
 from fdseg.data.cache import resize_image as _resize_image
 from fdseg.data.errors import SplitError
 from fdseg.data.formats._io import read_image
-from fdseg.data.pooling import PooledDataset, addition_schedule, select_subset
-from fdseg.data.splits import SourceSplit, check_split, load_splits, save_splits, split_dataset
+from fdseg.data.pooling import PooledDataset, addition_schedule, novel_training_ids, select_subset
+from fdseg.data.splits import (
+    SourceSplit,
+    check_split,
+    fold_split,
+    load_splits,
+    save_splits,
+    split_dataset,
+)
 from fdseg.data.torch_dataset import SegmentationDataset, collate
 from fdseg.data.transforms import build_transforms
 from fdseg.training.config import ExperimentConfig
@@ -296,28 +303,48 @@ def build_run_data(cfg: ExperimentConfig, run_dir: str | Path) -> RunData:
         sources = load_splits(path)
         split = _check_saved(path, sources, base, novel, grouped=cfg.data.split_grouped)
     else:
-        base_split = split_dataset(
-            ImageView.of(base),
-            scheme=cfg.data.split_scheme,
-            seed=cfg.data.split_seed,
-            test=cfg.data.test_fraction,
-            val=cfg.data.val_fraction,
-            use_groups=cfg.data.split_grouped,
-            use_official=cfg.data.split_official,
-            spec=cfg.data.base,
+        view = ImageView.of(base)
+        base_split = (
+            fold_split(
+                view.ids,
+                cfg.data.folds,
+                cfg.data.fold,
+                groups=view.groups if cfg.data.split_grouped else None,
+                seed=cfg.data.split_seed,
+                val=0.2 if cfg.data.val_fraction is None else cfg.data.val_fraction,
+                spec=cfg.data.base,
+            )
+            if cfg.data.folds is not None
+            else split_dataset(
+                view,
+                scheme=cfg.data.split_scheme,
+                seed=cfg.data.split_seed,
+                test=cfg.data.test_fraction,
+                val=cfg.data.val_fraction,
+                use_groups=cfg.data.split_grouped,
+                use_official=cfg.data.split_official,
+                spec=cfg.data.base,
+            )
         )
         sources = {"base": base_split}
         split = {name: list(base_split[name]) for name in SPLIT_NAMES}
         split["novel"] = []
         if novel is not None and cfg.data.novel is not None:
+            pool = novel_training_ids(novel.records, spec=cfg.data.novel)
             k = cfg.data.novel_k
             if k is None:
                 fraction = 1.0 if cfg.data.novel_fraction is None else cfg.data.novel_fraction
-                k = addition_schedule(len(novel.records), [fraction])[0]
-            split["novel"] = select_subset(ImageView.of(novel).ids, k)
+                k = addition_schedule(len(pool), [fraction])[0]
+            if k > len(pool):
+                raise SplitError(
+                    f"data.novel_k = {k} is larger than the training pool of {cfg.data.novel!r} "
+                    f"({len(pool)} images; official test images are never added)"
+                )
+            split["novel"] = select_subset(pool, k)
+            official = "official train split" if len(pool) < len(novel.records) else "every image"
             sources["novel"] = SourceSplit(
                 sets={"train": tuple(split["novel"])}, spec=cfg.data.novel, scheme="custom",
-                meta={"rule": "first k ids in natural order (nested across k)"},
+                meta={"rule": "first k ids in natural order (nested across k)", "pool": official},
             )  # fmt: skip
         for name in SPLIT_NAMES:
             if not split[name]:
@@ -374,6 +401,17 @@ def _check_saved(
             raise SplitError(f"{path}: {err}") from None
     split = {name: list(sources["base"][name]) for name in SPLIT_NAMES}
     split["novel"] = list(sources["novel"]["train"]) if "novel" in sources and novel is not None else []
+    if novel is not None and split["novel"]:
+        try:
+            pool = set(novel_training_ids(novel.records, spec=novel.raw.spec))
+        except ValueError as err:
+            raise SplitError(f"{path}: {err}") from None
+        outside = [i for i in split["novel"] if i not in pool]
+        if outside:
+            raise SplitError(
+                f"{path}: novel ids {outside[:5]} are not in the novel dataset's training part "
+                "(official test images are never added)"
+            )
     return split
 
 
