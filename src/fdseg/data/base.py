@@ -22,7 +22,7 @@ from fdseg.data.errors import DatasetError
 from fdseg.registry import Registry
 
 #: Bump when a loader's decoding changes, so that cached arrays are rebuilt.
-LOADER_VERSION = 1
+LOADER_VERSION = 2
 
 
 @dataclass(frozen=True)

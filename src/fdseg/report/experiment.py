@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from fdseg.analysis import fd_layers
-from fdseg.metrics import paired_test, summarize, ttest_1samp_over_seeds, worst_best_off
+from fdseg.metrics import compare_to_baseline, summarize, worst_best_off
 from fdseg.report._html import Page, fmt
 from fdseg.report._load import read_csv
 from fdseg.report.run import add_history_section, add_per_sample_section
@@ -39,83 +38,6 @@ def _pick_baseline(methods: Sequence[str], baseline: str | None) -> tuple[str, s
         if name in lowered:
             return lowered[name], f"the method named {lowered[name]!r}"
     return methods[0], "the first method listed in the results (no method is named like a baseline)"
-
-
-def compare_to_baseline(
-    base: pd.DataFrame, other: pd.DataFrame, *, value: str, seed_col: str | None
-) -> dict[str, Any]:
-    """Difference ``other - base`` of ``value`` with the strongest test the data allow.
-
-    Order of preference: paired t-test on seeds present in both (n >= 2 pairs); the paper's one-sample
-    t-test of the other method's seeds against a single baseline value; Welch's unpaired t-test when no
-    seed pairs exist; otherwise no test (``"n too small"``).
-
-    Args:
-        base: rows of the baseline method (one per seed).
-        other: rows of the compared method.
-        value: metric column.
-        seed_col: seed column, or ``None`` when the results carry none.
-
-    Returns:
-        ``{"test", "n", "delta", "delta_sd", "p_two_sided", "p_greater", "note"}`` (p NaN without a test).
-    """
-    nan = math.nan
-    b = base[[c for c in (seed_col, value) if c]].copy()
-    o = other[[c for c in (seed_col, value) if c]].copy()
-    b = b[np.isfinite(pd.to_numeric(b[value]).to_numpy(dtype=np.float64))]
-    o = o[np.isfinite(pd.to_numeric(o[value]).to_numpy(dtype=np.float64))]
-    out: dict[str, Any] = {"test": "none", "n": 0, "delta": nan, "delta_sd": nan}
-    out.update(p_two_sided=nan, p_greater=nan, note="")
-    if b.empty or o.empty:
-        out["note"] = "no finite value for one of the methods"
-        return out
-    bv = b[value].to_numpy(dtype=np.float64)
-    ov = o[value].to_numpy(dtype=np.float64)
-    out["delta"] = float(ov.mean() - bv.mean())
-    paired_ok = (
-        seed_col is not None and not b[seed_col].duplicated().any() and not o[seed_col].duplicated().any()
-    )
-    if paired_ok and seed_col is not None:
-        sb = pd.Series(bv, index=b[seed_col].astype(str).to_numpy())
-        so = pd.Series(ov, index=o[seed_col].astype(str).to_numpy())
-        shared = sorted(set(sb.index) & set(so.index))
-        if len(shared) >= 2:
-            diffs = so.loc[shared].to_numpy() - sb.loc[shared].to_numpy()
-            res = paired_test(sb.loc[shared], so.loc[shared], method="ttest")
-            out.update(
-                test="paired t-test over seeds",
-                n=len(shared),
-                delta=float(diffs.mean()),
-                delta_sd=float(diffs.std(ddof=1)),
-                p_two_sided=float(res["p_two_sided"]),
-                p_greater=float(res["p_greater"]),
-                note=str(res["note"]),
-            )
-            return out
-    if bv.size == 1 and ov.size >= 2:
-        res1 = ttest_1samp_over_seeds(ov, float(bv[0]))
-        out.update(
-            test="one-sample t-test of the seeds against the single baseline value",
-            n=int(ov.size),
-            p_two_sided=float(res1["p_two_sided"]),
-            p_greater=float(res1["p_greater"]),
-            note=str(res1["note"]),
-        )
-        return out
-    if bv.size >= 2 and ov.size >= 2 and (np.ptp(bv) > 0 or np.ptp(ov) > 0):
-        two = sps.ttest_ind(ov, bv, equal_var=False)
-        greater = sps.ttest_ind(ov, bv, equal_var=False, alternative="greater")
-        out.update(
-            test="Welch t-test (unpaired: no shared seeds)",
-            n=int(min(bv.size, ov.size)),
-            note=f"{ov.size} runs vs {bv.size} baseline runs",
-            p_two_sided=float(two.pvalue),
-            p_greater=float(greater.pvalue),
-        )
-        return out
-    out["n"] = int(min(bv.size, ov.size))
-    out["note"] = "n too small for a test"
-    return out
 
 
 def _sentence(

@@ -74,6 +74,12 @@ class DataConfig:
         augment: training augmentation: ``paper`` (identity, flips, 90°/270° rotations, one per sample),
             ``flip_rot90`` or ``none`` (see :mod:`fdseg.data.transforms`).
         cache_dir: where resized arrays are cached (``None``: ``.cache`` beside the run directory).
+        folds: cross-validation: the number of test folds K (>= 2; ``None``: one train/val/test split).
+            The base images are partitioned into K disjoint folds of whole patient/slide groups that cover
+            every image once (:func:`fdseg.data.splits.make_folds`, seeded by ``split_seed``); the run tests
+            on fold ``fold``, validates on ``val_fraction`` (default 0.2) of the other folds and trains on the
+            rest. An official test split is not used with folds.
+        fold: the test fold of this run, in [0, folds).
     """
 
     base: str = "synthetic:data/synthetic/base?family=nuclei&site=base&n=60&seed=0&size=64"
@@ -91,6 +97,8 @@ class DataConfig:
     cache_dir: str | None = None
     preprocess: str = "resize"
     tile_stride: int | None = None
+    folds: int | None = None
+    fold: int = 0
 
     def __post_init__(self) -> None:
         check_option("data.split_scheme", self.split_scheme, SPLIT_SCHEMES)
@@ -103,6 +111,17 @@ class DataConfig:
                     f"data.tile_stride must be in [1, data.image_size={self.image_size}] so that tiles "
                     f"cover the image, got {self.tile_stride}"
                 )
+        if self.folds is not None and self.folds < 2:
+            raise ValueError(
+                f"data.folds must be >= 2 (or null for no cross-validation), got {self.folds}: "
+                "1 fold leaves no image for training"
+            )
+        if self.folds is None and self.fold != 0:
+            raise ValueError(f"data.fold={self.fold} needs data.folds (the number of folds)")
+        if self.folds is not None and not 0 <= self.fold < self.folds:
+            raise ValueError(
+                f"data.fold must be in [0, {self.folds - 1}] for data.folds={self.folds}, got {self.fold}"
+            )
         if ":" not in self.base:
             raise ValueError(f"data.base must be a dataset spec NAME:PATH, got {self.base!r}")
         if self.novel is not None and ":" not in self.novel:

@@ -30,7 +30,14 @@ from fdseg.data.cache import resize_image as _resize_image
 from fdseg.data.errors import SplitError
 from fdseg.data.formats._io import read_image
 from fdseg.data.pooling import PooledDataset, addition_schedule, novel_training_ids, select_subset
-from fdseg.data.splits import SourceSplit, check_split, load_splits, save_splits, split_dataset
+from fdseg.data.splits import (
+    SourceSplit,
+    check_split,
+    fold_split,
+    load_splits,
+    save_splits,
+    split_dataset,
+)
 from fdseg.data.torch_dataset import SegmentationDataset, collate
 from fdseg.data.transforms import build_transforms
 from fdseg.training.config import ExperimentConfig
@@ -296,15 +303,28 @@ def build_run_data(cfg: ExperimentConfig, run_dir: str | Path) -> RunData:
         sources = load_splits(path)
         split = _check_saved(path, sources, base, novel, grouped=cfg.data.split_grouped)
     else:
-        base_split = split_dataset(
-            ImageView.of(base),
-            scheme=cfg.data.split_scheme,
-            seed=cfg.data.split_seed,
-            test=cfg.data.test_fraction,
-            val=cfg.data.val_fraction,
-            use_groups=cfg.data.split_grouped,
-            use_official=cfg.data.split_official,
-            spec=cfg.data.base,
+        view = ImageView.of(base)
+        base_split = (
+            fold_split(
+                view.ids,
+                cfg.data.folds,
+                cfg.data.fold,
+                groups=view.groups if cfg.data.split_grouped else None,
+                seed=cfg.data.split_seed,
+                val=0.2 if cfg.data.val_fraction is None else cfg.data.val_fraction,
+                spec=cfg.data.base,
+            )
+            if cfg.data.folds is not None
+            else split_dataset(
+                view,
+                scheme=cfg.data.split_scheme,
+                seed=cfg.data.split_seed,
+                test=cfg.data.test_fraction,
+                val=cfg.data.val_fraction,
+                use_groups=cfg.data.split_grouped,
+                use_official=cfg.data.split_official,
+                spec=cfg.data.base,
+            )
         )
         sources = {"base": base_split}
         split = {name: list(base_split[name]) for name in SPLIT_NAMES}
