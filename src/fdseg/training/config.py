@@ -40,6 +40,32 @@ PREPROCESS = ("resize", "tile")
 C = TypeVar("C")
 
 
+NOISE_APPLY_TO = ("all", "train", "test")
+NOVEL_SELECTIONS = ("first", "random")
+BASELINES = ("none", "contrastive", "deep_supervision")
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Fixed per-image Gaussian noise, ``clip(I + σ z, 0, 1)`` (method-spec §F4; :mod:`fdseg.data.noise`).
+
+    Attributes:
+        sigma: σ for images in [0, 1] (0: no noise).
+        apply_to: ``all``, ``train`` or ``test``; validation images follow the training ones, so with
+            ``test`` the checkpoint is selected on clean images.
+        seed: the noise seed; z depends only on (seed, image id, source), the same in every arm and epoch.
+    """
+
+    sigma: float = 0.0
+    apply_to: str = "all"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_option("data.noise.apply_to", self.apply_to, NOISE_APPLY_TO)
+        if not self.sigma >= 0:
+            raise ValueError(f"data.noise.sigma must be >= 0, got {self.sigma}")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which images a run trains and is tested on.
@@ -80,6 +106,10 @@ class DataConfig:
             on fold ``fold``, validates on ``val_fraction`` (default 0.2) of the other folds and trains on the
             rest. An official test split is not used with folds.
         fold: the test fold of this run, in [0, folds).
+        novel_selection: which novel images are added: ``first`` (the first k in natural id order) or
+            ``random`` (the first k of a permutation seeded by ``split_seed``); both nested across k, both
+            drawn from the novel dataset's training part only.
+        noise: fixed per-image Gaussian noise (:class:`NoiseConfig`; σ = 0 by default).
     """
 
     base: str = "synthetic:data/synthetic/base?family=nuclei&site=base&n=60&seed=0&size=64"
@@ -99,6 +129,8 @@ class DataConfig:
     tile_stride: int | None = None
     folds: int | None = None
     fold: int = 0
+    novel_selection: str = "first"
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
 
     def __post_init__(self) -> None:
         check_option("data.split_scheme", self.split_scheme, SPLIT_SCHEMES)
@@ -111,6 +143,9 @@ class DataConfig:
                     f"data.tile_stride must be in [1, data.image_size={self.image_size}] so that tiles "
                     f"cover the image, got {self.tile_stride}"
                 )
+        check_option("data.novel_selection", self.novel_selection, NOVEL_SELECTIONS)
+        if self.noise.sigma > 0 and self.preprocess == "tile":
+            raise ValueError("data.noise is not supported with data.preprocess=tile (use resize)")
         if self.folds is not None and self.folds < 2:
             raise ValueError(
                 f"data.folds must be >= 2 (or null for no cross-validation), got {self.folds}: "
