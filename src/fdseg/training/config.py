@@ -208,6 +208,15 @@ class LossConfig:
         lambda_strategy: how λ evolves per epoch (``schedule``, ``dual``, ``fixed``, ``code_exact``).
         lambda_kwargs: options of the strategy; ``lambda_max`` defaults to 0.001 per layer and the warm-up
             length is the phase-1 length (``train.epochs_phase1``) unless given here.
+        baseline: an auxiliary baseline loss of the data-addition study (method-spec §F2,
+            :mod:`fdseg.losses.baselines`): ``none``, ``contrastive`` (L_con) or ``deep_supervision``
+            (L_deeps). It follows L_fd's warm start: off in phase 1, on in phase 2 (off in both phases of
+            the compute-matched baseline); its heads are trained parameters saved in the checkpoints and
+            dropped at inference.
+        baseline_weight: its weight in the total loss (``None``: 0.1 for L_con, 1.0 for L_deeps).
+        baseline_options: L_con: ``layer`` (default: the model's highest-resolution decoder tap), ``dim``
+            (128), ``temperature`` (0.1), ``max_fg`` / ``max_bg`` (256), ``mask_resize`` (``nearest``);
+            L_deeps: ``layers`` (default: every decoder tap), ``depths`` (default from the names).
     """
 
     seg: str = "dice_bce"
@@ -219,8 +228,14 @@ class LossConfig:
     pairing: str = "shift"
     lambda_strategy: str = "schedule"
     lambda_kwargs: dict[str, Any] = field(default_factory=lambda: {"lambda_max": 0.001})
+    baseline: str = "none"
+    baseline_weight: float | None = None
+    baseline_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_option("loss.baseline", self.baseline, BASELINES)
+        if self.baseline_weight is not None and not self.baseline_weight >= 0:
+            raise ValueError(f"loss.baseline_weight must be >= 0, got {self.baseline_weight}")
         check_option("loss.seg", self.seg, SEG_LOSSES)
         check_option("loss.pairing", self.pairing, PAIRINGS)
         check_option("loss.lambda_strategy", self.lambda_strategy, LAMBDA_STRATEGIES)
@@ -336,8 +351,9 @@ class ExperimentConfig:
     # -- phases ---------------------------------------------------------------------------------------------
     @property
     def has_phase2(self) -> bool:
-        """Whether the run has a second phase (L_fd on, or the compute-matched baseline)."""
-        return self.train.epochs_phase2 > 0 and (self.loss.fd or self.train.compute_matched)
+        """Whether the run has a second phase (L_fd or a baseline on, or the compute-matched baseline)."""
+        auxiliary = self.loss.fd or self.loss.baseline != "none"
+        return self.train.epochs_phase2 > 0 and (auxiliary or self.train.compute_matched)
 
     # -- (de)serialisation ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
