@@ -94,3 +94,119 @@ def divergence(
     if out is not None:
         csv_path, json_path = result.write(out)
         _echo(f"written: {csv_path} {json_path}")
+
+
+experiment_app = typer.Typer(help="Multi-run studies: data addition (Fig. 3), noise robustness (Fig. 9).")
+app.add_typer(experiment_app, name="experiment")
+
+JobsOpt = Annotated[int, typer.Option(help="Runs in parallel (torch threads = cores / jobs).")]
+SeedsOpt = Annotated[int, typer.Option(help="Seeds per arm and condition (train.seed 0..N-1).")]
+
+
+def _load_config(config: Path | None, out: Path, overrides: list[str] | None) -> Any:
+    from fdseg.experiments.addition import synthetic_config
+    from fdseg.training.config import ExperimentConfig
+
+    cfg = ExperimentConfig.from_yaml(config) if config is not None else synthetic_config(out / "data")
+    return cfg.with_overrides(overrides or [])
+
+
+def _run_and_report(study: Any, jobs: int, device: str, extra: Any = None) -> None:
+    import os
+    import time
+
+    from fdseg.experiments.addition import collect, format_summary, run_study, summarise, write_outputs
+
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    _echo(
+        f"{study.kind}: {len(study.specs)} runs ({len(study.arms)} arms x {len(study.conditions)} "
+        f"conditions x {len(study.seeds)} seeds), {jobs} at a time, into {study.out}"
+    )
+    start = time.perf_counter()
+
+    def progress(name: str, rc: int, seconds: float, done: int, total: int) -> None:
+        state = "ok" if rc == 0 else ("skipped (DONE)" if rc < 0 else f"FAILED (exit {rc})")
+        _echo(f"[{done}/{total}] {name}: {state} {seconds:.1f} s")
+
+    results = run_study(study, jobs=jobs, threads_per_job=threads, device=device, on_run_end=progress)
+    frame = collect(study, results)
+    summary = summarise(study, frame)
+    extras = {"wall_seconds": round(time.perf_counter() - start, 1), **(extra() if extra else {})}
+    paths = write_outputs(study, frame, summary, extras)
+    _echo("")
+    _echo(format_summary(study, summary))
+    if extras.get("divergence"):
+        from fdseg.analysis.divergence import format_divergence_table
+
+        _echo("\ndivergence of each added subset from the base training images (Tables 2-3 layout):")
+        _echo(format_divergence_table(extras["divergence"]))
+    _echo(
+        f"\nwall time {extras['wall_seconds']:.1f} s; results: {paths['results']}; figure: {paths['figure']}"
+    )
+
+
+@experiment_app.command("data-addition")
+def data_addition(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML config (default: the synthetic study).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Study folder.")] = Path("runs/data_addition"),
+    k: Annotated[str | None, typer.Option("--k", help="Added counts, e.g. 0,8,15,30.")] = None,
+    fractions: Annotated[
+        str | None, typer.Option("--fractions", help="Fractions of the novel training pool (0,0.25,0.5,1).")
+    ] = None,
+    arms: Annotated[
+        str, typer.Option(help="Arms: seg, fd, fd_exch, con, deeps.")
+    ] = "seg,fd,fd_exch,con,deeps",
+    seeds: SeedsOpt = 3,
+    jobs: JobsOpt = 2,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", "-s", help="Override a config value.")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, gpu or auto (for every run).")] = "cpu",
+) -> None:
+    """Base-test Dice vs added novel images per arm (Fig. 3), paired changes vs k = 0, divergences per k."""
+    from fdseg.experiments.addition import SYNTHETIC_K, addition_divergence, plan_data_addition
+
+    if k is not None and fractions is not None:
+        raise ValueError("give --k or --fractions, not both")
+    cfg = _load_config(config, out, overrides)
+    k_values = parse_numbers(k, "--k")
+    if config is None and k is None and fractions is None:
+        k_values = list(SYNTHETIC_K)
+    study = plan_data_addition(
+        cfg,
+        out,
+        k=k_values,
+        fractions=parse_numbers(fractions, "--fractions"),
+        arms=arms.split(","),
+        seeds=seeds,
+    )
+    _run_and_report(study, jobs, device, extra=lambda: {"divergence": addition_divergence(study)})
+
+
+@experiment_app.command("robustness")
+def robustness(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML config (default: the synthetic study).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Study folder.")] = Path("runs/robustness"),
+    sigmas: Annotated[str, typer.Option(help="Noise σ for images in [0, 1].")] = "0,0.05,0.1,0.15,0.2",
+    apply_to: Annotated[str, typer.Option(help="all, train or test (validation follows training).")] = "all",
+    arms: Annotated[str, typer.Option(help="Arms: seg, fd, fd_exch, con, deeps.")] = "seg,fd,con,deeps",
+    seeds: SeedsOpt = 3,
+    jobs: JobsOpt = 2,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", "-s", help="Override a config value.")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, gpu or auto (for every run).")] = "cpu",
+) -> None:
+    """Base-test Dice vs Gaussian noise σ per arm (Fig. 9), paired changes vs σ = 0."""
+    from fdseg.experiments.addition import plan_robustness
+
+    cfg = _load_config(config, out, overrides)
+    if config is None:
+        cfg = cfg.with_overrides(["data.novel=null"])  # the synthetic noise study uses the base site only
+    values = parse_numbers(sigmas, "--sigmas") or []
+    study = plan_robustness(cfg, out, sigmas=values, arms=arms.split(","), seeds=seeds, apply_to=apply_to)
+    _run_and_report(study, jobs, device)
