@@ -56,6 +56,10 @@ class SegmentationTask(pl.LightningModule):
         threshold: probability threshold for the validation Dice.
         head: a multi-class head (:class:`fdseg.training.heads.MulticlassHead`): masks are class maps and the
             validation Dice is its per-image macro Dice; ``None`` for binary segmentation.
+        aux_losses: auxiliary baseline losses (:mod:`fdseg.losses.baselines`) called like the L_fd modules;
+            their heads are parameters of this task (trained, saved in checkpoints, never part of ``model``).
+        aux_weight: their weight in the total loss.
+        aux_active: whether they are on in this phase; when off they are not computed at all.
     """
 
     def __init__(
@@ -75,6 +79,9 @@ class SegmentationTask(pl.LightningModule):
         fused_adamw: bool = False,
         threshold: float = 0.5,
         head: Any = None,
+        aux_losses: Sequence[nn.Module] = (),
+        aux_weight: float = 0.0,
+        aux_active: bool = False,
     ) -> None:
         super().__init__()
         if fd_losses and lambda_strategy is None and not force_zero:
@@ -82,6 +89,9 @@ class SegmentationTask(pl.LightningModule):
         self.model = model
         self.seg_loss = seg_loss
         self.fd_losses = nn.ModuleList(fd_losses)
+        self.aux_losses = nn.ModuleList(aux_losses)
+        self.aux_weight = float(aux_weight)
+        self.aux_active = bool(aux_active)
         self._tap = tap
         self._tap_handle = tap_handle
         self.lambda_strategy = lambda_strategy
@@ -182,6 +192,12 @@ class SegmentationTask(pl.LightningModule):
                 for key, value in terms.items():
                     if key.startswith("fd/") and key.count("/") == 1:  # not the per-class fd/<layer>/<class>
                         self._layer_batches.setdefault(key[3:], []).append(value.float())
+        if len(self.aux_losses) and self.aux_active:
+            feats = dict(self._tap)
+            for aux in self.aux_losses:
+                out = aux(feats, mask, source=source)
+                total = total + self.aux_weight * out.total
+                terms.update({k: v.detach() for k, v in out.terms.items()})
         self._check_finite(total, terms)
         terms["loss"] = total.detach()
         for key, value in terms.items():
