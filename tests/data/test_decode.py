@@ -466,3 +466,23 @@ def test_jpeg_exif_orientation_6_agrees_with_a_mask_drawn_on_the_displayed_image
     agree = float(np.mean((image[..., 0] > 128) == mask))
     assert agree == 1.0
     assert sample["meta"]["image_orientation"] == "6"
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16], ids=["8-bit-pillow", "16-bit-tifffile"])
+def test_tiff_orientation_applied_once_and_reported(tmp_path: Path, dtype: type) -> None:
+    from fdseg.data.formats._io import image_size
+
+    stored = np.random.default_rng(1).integers(0, 256, (4, 6, 3)).astype(np.uint8)
+    scale = 257 if dtype is np.uint16 else 1
+    path = tmp_path / "o.tif"
+    turned = [(274, "H", 1, 6, True)]
+    tifffile.imwrite(path, stored.astype(dtype) * scale, photometric="rgb", extratags=turned)
+    out, info = read_image(path)
+    np.testing.assert_array_equal(out, np.rot90(stored, -1))  # 90° clockwise, exactly once
+    assert info.orientation == 6 and (info.height, info.width) == (6, 4)
+    assert image_size(path)[:2] == (6, 4)
+    mask_path = tmp_path / "m.tif"
+    tifffile.imwrite(mask_path, (stored[..., 0] > 128).astype(dtype), extratags=turned)
+    mask, mask_info = read_mask(mask_path)
+    np.testing.assert_array_equal(mask, np.rot90(stored[..., 0] > 128, -1))
+    assert mask_info.orientation == 6

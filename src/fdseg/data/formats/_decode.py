@@ -188,8 +188,11 @@ def decode_checked(path: Path, img: Image.Image) -> Image.Image:
 
 
 def _pillow_orientation(img: Image.Image) -> int:
+    """The EXIF orientation (TIFF: tag 274) an opened image still carries; 1 when none."""
     try:
         value = img.getexif().get(_ORIENTATION_TAG, 1)
+        if img.format == "TIFF":
+            value = getattr(img, "tag_v2", {}).get(_ORIENTATION_TAG, value)
     except _DECODE_ERRORS:
         return 1
     return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
@@ -237,6 +240,10 @@ def _read_samples(path: Path, max_pixels: int, *, for_mask: bool) -> _Samples:
         if path.suffix.lower() not in _TIFF_SUFFIXES or "cannot read image" not in exc.problem:
             raise
         return _read_tifffile(path, max_pixels, f"Pillow: {exc.problem}")
+    if img.format == "TIFF" and _pillow_orientation(img) != 1:
+        # Pillow's own turning of TIFFs is unreliable (it can fill the turned size with unturned rows).
+        img.close()
+        return _read_tifffile(path, max_pixels, "a TIFF with an Orientation tag is read with tifffile")
     if _tiff_needs_tifffile(img):
         with img:
             decoded = _pillow_numeric(img)
@@ -527,7 +534,8 @@ def image_size(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tup
         h, w = s.values.shape[:2]
         return (w, h, s.mode) if s.orientation >= 5 else (h, w, s.mode)
     with img:
-        orientation = _pillow_orientation(img)
+        # Pillow already gives a TIFF's displayed size (it turns TIFFs upright when loading).
+        orientation = 1 if img.format == "TIFF" else _pillow_orientation(img)
         h, w = img.height, img.width
         return (w, h, img.mode) if orientation >= 5 else (h, w, img.mode)
 
