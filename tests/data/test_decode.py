@@ -411,6 +411,13 @@ def test_jpeg_mask_thresholded_at_half_range_697_px(tmp_path: Path) -> None:
     assert info.lossy and info.nonbinary_pixels > 0 and info.rule.startswith("value > 127.5 (half range")
 
 
+def test_fg_value_on_a_lossy_mask_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = save(tmp_path / "discs.jpg", _discs().astype(np.uint8) * 255, quality=50)
+    with pytest.raises(DatasetError, match="fg_value=255 cannot pick one value of a lossily") as err:
+        read_mask(path, fg_value=255)
+    assert err.value.path == path
+
+
 def test_colour_and_alpha_that_disagree_are_refused_naming_the_file(tmp_path: Path) -> None:
     colour = np.zeros((H, W, 3), np.uint8)
     colour[0, :] = 255  # colour says row 0; alpha says the block

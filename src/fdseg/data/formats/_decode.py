@@ -572,7 +572,7 @@ def read_mask(
 
     Raises:
         DatasetError: missing, truncated, corrupt or oversized file; an unsupported mode; non-finite values;
-            colour and alpha channels that disagree (naming the file).
+            colour and alpha channels that disagree; ``fg_value`` with a lossy file (naming the file).
     """
     path = Path(path)
     s = _read_samples(path, max_pixels, for_mask=True)
@@ -606,6 +606,12 @@ def read_mask(
                     f"{s.mode} mask: its colour and alpha channels disagree on {disagree} pixels, so it is "
                     "unclear which one holds the mask; save the mask as a single-channel image",
                 )
+    if fg_value is not None and s.lossy:
+        raise DatasetError(
+            path,
+            f"fg_value={fg_value} cannot pick one value of a lossily compressed ({s.mode}) mask, whose "
+            "values the compression changed; save the masks losslessly (PNG) or leave fg_value unset",
+        )
     peak = float(values.max()) if values.size else 0.0
     mask = values > threshold if fg_value is None else values == fg_value
     if fg_value is not None:
