@@ -348,6 +348,10 @@ MASK_CASES: dict[str, MaskCase] = {
         _tif(d, FG, photometric="miniswhite"),
         "stored value > 0 (MinIsWhite: foreground shown dark)",
     ),
+    "1bit-oriented-tifffile": lambda d: (
+        _tif(d, np.rot90(FG, 1), photometric="minisblack", extratags=[(274, "H", 1, 6, True)]),
+        "value > 0",
+    ),
     "miniswhite-16": lambda d: (
         _tif(d, FG.astype(np.uint16) * 9, photometric="miniswhite"),
         "stored value > 0 (MinIsWhite: foreground shown dark)",

@@ -316,6 +316,8 @@ def _tiff_range(path: Path, page: Any, dtype: np.dtype) -> tuple[float, float]:
         value = value[0] if isinstance(value, tuple | list) else value
         return float(value)
 
+    if dtype.kind == "b":  # bilevel (1-bit) samples
+        return 0.0, 1.0
     smin, smax = tag(340), tag(341)
     if smin is not None and smax is not None and smax > smin:
         return smin, smax
@@ -386,6 +388,8 @@ def _read_tifffile(path: Path, max_pixels: int, reason: str, decoded: np.ndarray
         raise DatasetError(path, f"cannot read TIFF with Pillow ({reason}) nor tifffile ({exc})") from None
     if planar_separate and arr.ndim == 3:
         arr = np.moveaxis(arr, 0, -1)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8)
     names = {v: k for k, v in TIFF_PHOTOMETRICS.items()}
     if photometric not in names:
         raise DatasetError(
