@@ -77,6 +77,7 @@ def run(tmp_path: Path, data_dir: Path, tiny: Tiny) -> Path:
     return train_run(cfg, tmp_path / "run", evaluate=False)
 
 
+@pytest.mark.slow
 def test_external_synthetic_at_training_and_native_size(run: Path, data_dir: Path) -> None:
     spec = f"synthetic:{data_dir / 'ext48'}?family=nuclei&site=dil2&n=12&seed=5&size=48"
     evaluate_run(run)

@@ -152,6 +152,7 @@ def _mixed_folder(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_sliding_on_a_resized_run_uses_the_training_scale(
     tmp_path: Path, data_dir: Path, tiny: Tiny, capsys: pytest.CaptureFixture[str]
 ) -> None:
