@@ -1,3 +1,6 @@
 """Imports the modules of ``fdseg.cli`` that add commands to ``app`` (one import per module)."""
 
-from fdseg.cli import evaluation  # noqa: F401
+from fdseg.cli import (
+    evaluation,  # noqa: F401
+    multiclass,  # noqa: F401
+)
