@@ -2,5 +2,6 @@
 
 from fdseg.cli import (
     evaluation,  # noqa: F401
+    multiclass,  # noqa: F401
     studies_addition,  # noqa: F401  (fdseg divergence, fdseg experiment …)
 )
