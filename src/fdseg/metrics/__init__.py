@@ -28,6 +28,7 @@ from fdseg.metrics.selection import worst_best_off
 from fdseg.metrics.stats import (
     align_pairs,
     bootstrap_ci,
+    compare_arms,
     compare_seeds,
     compare_to_baseline,
     effect_size_dz,
@@ -47,6 +48,7 @@ __all__ = [
     "EmptyPolicy",
     "align_pairs",
     "bootstrap_ci",
+    "compare_arms",
     "compare_seeds",
     "compare_to_baseline",
     "confusion_counts",
