@@ -24,6 +24,14 @@ from fdseg.metrics.functional import (
     soft_batch_dice,
     soft_batch_iou,
 )
+from fdseg.metrics.multiclass import (
+    AGGREGATION,
+    DEFAULT_CLASS_EMPTY_POLICY,
+    class_confusion_counts,
+    per_class_metrics,
+    predict_classes,
+    summarize_per_class,
+)
 from fdseg.metrics.selection import worst_best_off
 from fdseg.metrics.stats import (
     align_pairs,
@@ -40,14 +48,17 @@ from fdseg.metrics.stats import (
 )
 
 __all__ = [
+    "AGGREGATION",
     "COUNT_KEYS",
     "DECISIONS",
+    "DEFAULT_CLASS_EMPTY_POLICY",
     "EMPTY_POLICIES",
     "METRIC_KEYS",
     "Decision",
     "EmptyPolicy",
     "align_pairs",
     "bootstrap_ci",
+    "class_confusion_counts",
     "compare_arms",
     "compare_seeds",
     "compare_to_baseline",
@@ -57,10 +68,13 @@ __all__ = [
     "metrics_from_counts",
     "paired_bootstrap_diff",
     "paired_test",
+    "per_class_metrics",
+    "predict_classes",
     "segmentation_metrics",
     "soft_batch_dice",
     "soft_batch_iou",
     "summarize",
+    "summarize_per_class",
     "t_ci",
     "ttest_1samp_over_seeds",
     "worst_best_off",

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 from fdseg.viz._common import COLORS, figure_of, new_figure, numeric, plain, require_columns
 
-__all__ = ["plot_method_comparison", "plot_metric_vs_value"]
+__all__ = ["plot_method_comparison", "plot_metric_vs_condition", "plot_metric_vs_value"]
 
 
 def _ordered(values: pd.Series) -> list[str]:
@@ -104,6 +104,66 @@ def plot_method_comparison(
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     ax.grid(alpha=0.3, axis="y")
     return figure_of(ax)
+
+
+def plot_metric_vs_condition(
+    curve: pd.DataFrame,
+    *,
+    labels: dict[str, str] | None = None,
+    xlabel: str = "condition",
+    ylabel: str = "base-test Dice",
+    scale: float = 100.0,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
+    """A metric vs a numeric condition per arm: the mean over seeds as a line, its CI as a band (Fig. 3 / 9).
+
+    Args:
+        curve: one row per arm and condition with ``arm``, ``condition``, ``mean``, ``ci_lo``, ``ci_hi`` and
+            ``n`` (rows with NaN CI bounds get no band).
+        labels: arm -> legend label (default: the arm names).
+        xlabel, ylabel: axis labels.
+        scale: multiplies every value (100 plots Dice in %).
+        ax: axes to draw into (default: a new figure).
+        title: optional axes title.
+
+    Returns:
+        The Figure: one line per arm (legend ``label (n=seeds)``) and one band per arm with a finite CI.
+
+    Raises:
+        KeyError: a required column is missing.
+        ValueError: ``curve`` is empty.
+    """
+    require_columns(curve, ["arm", "condition", "mean", "ci_lo", "ci_hi", "n"], name="curve")
+    if curve.empty:
+        raise ValueError("curve is empty")
+    if ax is None:
+        ax = new_figure().subplots()
+    fig = figure_of(ax)
+    labels = labels or {}
+    for i, arm in enumerate(_ordered(curve["arm"])):
+        sub = curve[curve["arm"].astype(str) == arm].sort_values("condition")
+        x = numeric(sub, "condition")
+        color = COLORS[i % len(COLORS)]
+        seeds = sorted({int(n) for n in sub["n"]})
+        n_text = f"n={seeds[0]}" if len(seeds) == 1 else f"n={seeds[0]}-{seeds[-1]}"
+        ax.plot(
+            x,
+            numeric(sub, "mean") * scale,
+            "o-",
+            color=color,
+            label=f"{plain(labels.get(arm, arm))} ({n_text})",
+        )
+        lo, hi = numeric(sub, "ci_lo") * scale, numeric(sub, "ci_hi") * scale
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        if ok.any():
+            ax.fill_between(x[ok], lo[ok], hi[ok], color=color, alpha=0.15, linewidth=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{ylabel} (%)" if scale == 100.0 else ylabel)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(plain(title))
+    return fig
 
 
 def plot_metric_vs_value(
