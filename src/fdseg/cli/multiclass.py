@@ -8,10 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fdseg.cli import DeviceOpt, _echo, app
-
-experiment_app = typer.Typer(help="Experiments of the paper, run as one command each.", no_args_is_help=True)
-app.add_typer(experiment_app, name="experiment")
+from fdseg.cli import DeviceOpt, _echo, app, experiment_app
 
 
 @experiment_app.command("multiclass")
