@@ -29,6 +29,7 @@ from fdseg.data.cache import CachedDataset
 from fdseg.data.cache import resize_image as _resize_image
 from fdseg.data.errors import SplitError
 from fdseg.data.formats._io import read_image
+from fdseg.data.noise import GaussianNoise
 from fdseg.data.pooling import PooledDataset, addition_schedule, novel_training_ids, select_subset
 from fdseg.data.splits import (
     SourceSplit,
@@ -126,6 +127,9 @@ class RunData:
         seed: seed of the training shuffle and augmentation.
         augment: the training augmentation (a name of :data:`fdseg.data.transforms.TRANSFORMS`).
         num_workers: DataLoader workers.
+        noise: fixed per-image Gaussian noise on the splits it applies to (training images, novel ones
+            included, with ``train``/``all``; validation follows training; test with ``test``/``all``). A
+            novel image's field is seeded apart from the base images' (``seed`` + source).
     """
 
     base: CachedDataset
@@ -134,6 +138,7 @@ class RunData:
     seed: int = 0
     augment: str = "paper"
     num_workers: int = 0
+    noise: GaussianNoise | None = None
     _positions: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
     _index: dict[str, list[int]] | None = field(default=None, init=False, repr=False)
 
@@ -150,6 +155,13 @@ class RunData:
             self._positions[name] = item_positions(data, ids) if data is not None and ids else []
         return self._positions[name]
 
+    def _noise(self, name: str, source: int) -> GaussianNoise | None:
+        if self.noise is None or not self.noise.applies_to(name):
+            return None
+        if source == 0:
+            return self.noise
+        return GaussianNoise(self.noise.sigma, seed=self.noise.seed + source, apply_to=self.noise.apply_to)
+
     def _dataset(self, name: str, *, train: bool) -> Dataset[Any]:
         transforms = build_transforms(self.augment) if train else None
         base = SegmentationDataset(
@@ -157,6 +169,7 @@ class RunData:
             self.positions(name),
             transforms=transforms,
             source=0,
+            noise=self._noise(name, 0),
             generator=augment_generator(self.seed, 0) if train else None,
         )
         if not (name == "train" and self.novel is not None and self.split.get("novel")):
@@ -166,6 +179,7 @@ class RunData:
             self.positions("novel"),
             transforms=transforms,
             source=1,
+            noise=self._noise(name, 1),
             generator=augment_generator(self.seed, 1) if train else None,
         )
         return PooledDataset([base, novel])
@@ -285,7 +299,9 @@ def _open_cached(spec: str, cfg: ExperimentConfig, run_dir: Path) -> CachedDatas
     if cfg.data.preprocess == "tile":
         stride = cfg.data.tile_stride or cfg.data.image_size
         return CachedDataset(raw, None, cache_dir, tile=cfg.data.image_size, stride=stride)
-    return CachedDataset(raw, cfg.data.image_size, cache_dir)
+    # a multi-class head trains on the class maps (uint8 labels) instead of the binary foreground
+    target = "classes" if cfg.model.head != "binary" else "mask"
+    return CachedDataset(raw, cfg.data.image_size, cache_dir, target=target)
 
 
 def build_run_data(cfg: ExperimentConfig, run_dir: str | Path) -> RunData:
@@ -340,18 +356,33 @@ def build_run_data(cfg: ExperimentConfig, run_dir: str | Path) -> RunData:
                     f"data.novel_k = {k} is larger than the training pool of {cfg.data.novel!r} "
                     f"({len(pool)} images; official test images are never added)"
                 )
-            split["novel"] = select_subset(pool, k)
+            selection = cfg.data.novel_selection
+            split["novel"] = select_subset(pool, k, selection=selection, seed=cfg.data.split_seed)
             official = "official train split" if len(pool) < len(novel.records) else "every image"
+            rule = (
+                "first k ids in natural order (nested across k)"
+                if selection == "first"
+                else f"first k of a permutation seeded by {cfg.data.split_seed} (nested across k)"
+            )
             sources["novel"] = SourceSplit(
                 sets={"train": tuple(split["novel"])}, spec=cfg.data.novel, scheme="custom",
-                meta={"rule": "first k ids in natural order (nested across k)", "pool": official},
+                meta={"rule": rule, "pool": official},
             )  # fmt: skip
         for name in SPLIT_NAMES:
             if not split[name]:
                 raise SplitError(f"split of {cfg.data.base!r} leaves the {name} set empty ({_counts(split)})")
         save_splits(path, sources)
+    noise = cfg.data.noise
     return RunData(
-        base, novel, split, seed=cfg.train.seed, augment=cfg.data.augment, num_workers=cfg.train.num_workers
+        base,
+        novel,
+        split,
+        seed=cfg.train.seed,
+        augment=cfg.data.augment,
+        num_workers=cfg.train.num_workers,
+        noise=GaussianNoise(noise.sigma, seed=noise.seed, apply_to=noise.apply_to)
+        if noise.sigma > 0
+        else None,
     )
 
 

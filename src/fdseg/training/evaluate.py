@@ -286,6 +286,8 @@ def evaluate_run(
     run_dir = Path(run_dir)
     runtime = runtime or Runtime()
     cfg, model, device = _load(run_dir, checkpoint, runtime)
+    if cfg.model.head != "binary":  # multi-class: per-image, per-class long-form rows
+        return _evaluate_multiclass(cfg, model, device, run_dir, data, split, checkpoint, views, at, dataset)
     external: str | None = None
     if dataset is not None:
         data, external = _external_data(cfg, run_dir, dataset, native=at == "native")
@@ -334,6 +336,37 @@ def evaluate_run(
     summary["dir"] = str(out_dir)
     for message in summary["warnings"]:
         log.warning("%s: %s", out_dir, message)
+    write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def _evaluate_multiclass(
+    cfg: Any,
+    model: nn.Module,
+    device: torch.device,
+    run_dir: Path,
+    data: RunData | None,
+    split: str,
+    checkpoint: str,
+    views: str,
+    at: str,
+    dataset: str | None,
+) -> dict[str, Any]:
+    """:mod:`fdseg.training.evaluate_multiclass` on the run's split (training size, no views)."""
+    from fdseg.training.evaluate_multiclass import multiclass_rows, write_multiclass_evaluation
+
+    if views != "none" or at != "training" or dataset is not None:
+        raise ValueError(
+            f"a multi-class run ({run_dir}, model.head = {cfg.model.head}) is evaluated on its own split at "
+            "training size only (no --views, --at native or external dataset)"
+        )
+    data = data or build_run_data(cfg, run_dir)
+    rows, head = multiclass_rows(cfg, model, data, split, device)
+    out_dir = evaluation_dir(run_dir, split=split)
+    summary = write_multiclass_evaluation(
+        out_dir, rows, head, split=split, checkpoint=checkpoint, mode="resize", at="training",
+        data=cfg.data.base, dir=str(out_dir),
+    )  # fmt: skip
     write_json(out_dir / "summary.json", summary)
     return summary
 
