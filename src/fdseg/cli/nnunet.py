@@ -203,14 +203,19 @@ def collect(
         Path, typer.Option("--out", "-o", help="Run-like folder to write <split>/per_sample.csv.")
     ],
     split: Annotated[str, typer.Option(help="test (imagesTs) or val (fold 0's validation cases).")] = "test",
+    arm: Annotated[
+        str | None,
+        typer.Option(help="Arm name in fdseg compare (default nnunet:<trainer> for a fold's folder)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed recorded for pairing with fdseg runs.")] = 0,
 ) -> None:
     """Score nnU-Net predictions per image into <out>/<split>/per_sample.csv (fdseg's result table)."""
     from fdseg.integrations.nnunet_results import collect_nnunet_results
 
-    summary = collect_nnunet_results(predictions, dataset, out, split=split)
+    summary = collect_nnunet_results(predictions, dataset, out, split=split, arm=arm, seed=seed)
     mean = summary["mean"]
     _echo(f"{split}: n={summary['n']} dice={mean['dice']:.4f} iou={mean['iou']:.4f}")
-    _echo(f"per-sample table: {Path(out) / split / 'per_sample.csv'}")
+    _echo(f"per-sample table: {Path(out) / split / 'per_sample.csv'} (fdseg compare {out} …)")
 
 
 @nnunet_app.command("trainer-dir")

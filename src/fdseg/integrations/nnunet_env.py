@@ -117,7 +117,9 @@ def check_train_options(
     """
     if trainer not in TRAINERS:
         same_letters = [name for name in TRAINERS if name.lower() == str(trainer).lower()]
-        hint = f"; did you mean {same_letters[0]!r}?" if same_letters else did_you_mean(trainer, list(TRAINERS))
+        hint = (
+            f"; did you mean {same_letters[0]!r}?" if same_letters else did_you_mean(trainer, list(TRAINERS))
+        )
         raise ValueError(f"unknown --trainer {trainer!r}{hint} valid: {list(TRAINERS)}")
     if trainer == "base":
         given = [

@@ -98,8 +98,13 @@ def collect_nnunet_results(
     out: str | Path,
     *,
     split: str = "test",
+    arm: str | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Score nnU-Net's predicted PNGs per image and write ``<out>/<split>/{per_sample.csv,summary.json}``.
+
+    ``<out>/run.json`` (``{"engine": "nnU-Net", "arm", "seed", "fold", …}``) makes ``out`` a run that
+    ``fdseg compare`` reads beside fdseg's own runs (images paired by fdseg id, runs by seed).
 
     Args:
         predictions: a folder of ``<case>.png`` label maps (``fold_X/validation`` or an
@@ -108,6 +113,9 @@ def collect_nnunet_results(
             case -> fdseg id map).
         out: the run-like directory to write (read by fdseg's report and comparison tools).
         split: ``test`` (the dataset's imagesTs cases) or ``val`` (fold 0's validation cases).
+        arm: the arm name for comparisons (default: ``nnunet:<trainer>`` when ``predictions`` lies in a
+            trained fold folder, else ``nnunet``).
+        seed: the seed recorded for pairing with fdseg runs.
 
     Returns:
         The summary: ``{"split", "n", "mean": {metric: value}, "empty_gt", "empty_policy", "predictions",
@@ -178,7 +186,26 @@ def collect_nnunet_results(
         "engine": "nnU-Net",
     }
     (target / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    trainer, fold = _trainer_and_fold(predictions)
+    run = {
+        "engine": "nnU-Net",
+        "arm": arm or (f"nnunet:{trainer}" if trainer else "nnunet"),
+        "seed": seed,
+        "fold": fold,
+        "trainer": trainer,
+        "dataset": str(dataset),
+    }
+    (out / "run.json").write_text(json.dumps(run, indent=1) + "\n")
     return summary
+
+
+def _trainer_and_fold(predictions: Path) -> tuple[str | None, str | None]:
+    """The trainer and fold of ``…/<trainer>__<plans>__<config>/fold_<k>/validation`` (or of a folder inside
+    a fold), ``(None, None)`` when ``predictions`` is not inside a trained fold folder."""
+    for folder in (predictions, *predictions.resolve().parents):
+        if folder.name.startswith("fold_") and "__" in folder.parent.name:
+            return folder.parent.name.split("__")[0], folder.name[len("fold_") :]
+    return None, None
 
 
 __all__ = ["SPLITS", "collect_nnunet_results"]

@@ -83,3 +83,33 @@ def test_incomplete_or_foreign_predictions_are_refused(sites: Sites, tmp_path: P
     assert not (tmp_path / "run").exists()
     with pytest.raises(FileNotFoundError, match="written by fdseg nnunet export"):
         collect_nnunet_results(pred_dir, tmp_path, tmp_path / "run")
+
+
+def test_collected_folders_are_runs_for_fdseg_compare(sites: Sites, tmp_path: Path) -> None:
+    from fdseg.experiments.compare import compare_runs
+
+    result = export_nnunet(sites.base, tmp_path / "raw", dataset_id=923, name="Cmp")
+    test_cases = sorted(c for c, info in result.cases.items() if info["set"] == "test")
+    refs = {c: _read(result.folder / "labelsTs" / f"{c}.png") for c in test_cases}
+    dice: dict[str, list[float]] = {}
+    for arm, shift in (("nnunet:nnUNetTrainer", 4), ("nnunet:nnUNetTrainerFD", 1)):
+        pred_dir = tmp_path / f"pred_{shift}"
+        pred_dir.mkdir()
+        for case in test_cases:
+            Image.fromarray(np.roll(refs[case], shift, axis=0)).save(pred_dir / f"{case}.png")
+        # a fold's folder layout, so that the arm is read from the trainer's folder name
+        run_dir = tmp_path / "runs" / arm.split(":")[1]
+        fold = tmp_path / "results" / f"{arm.split(':')[1]}__nnUNetPlans__2d" / "fold_0" / "validation"
+        fold.mkdir(parents=True)
+        for p in pred_dir.iterdir():
+            (fold / p.name).write_bytes(p.read_bytes())
+        summary = collect_nnunet_results(fold.parent / "validation", result.folder, run_dir, split="test")
+        meta = json.loads((run_dir / "run.json").read_text())
+        assert meta["arm"] == arm and meta["fold"] == "0" and meta["engine"] == "nnU-Net"
+        dice[arm] = [summary["mean"]["dice"]]
+    comparison = compare_runs([tmp_path / "runs"], baseline="nnunet:nnUNetTrainer", n_boot=200)
+    table = comparison.table.set_index("arm")
+    assert list(table.index) == ["nnunet:nnUNetTrainer", "nnunet:nnUNetTrainerFD"]
+    assert table.loc["nnunet:nnUNetTrainerFD", "mean_diff"] == pytest.approx(
+        dice["nnunet:nnUNetTrainerFD"][0] - dice["nnunet:nnUNetTrainer"][0]
+    )
