@@ -14,3 +14,6 @@ CANONICAL_LAYERS: tuple[str, ...] = (
     "dec2",
     "dec1",
 )
+
+#: Multi-class heads (``model.head``): K sigmoid outputs against a shared background, or K + 1 softmax logits.
+MULTICLASS_HEADS: tuple[str, ...] = ("binary_per_class", "softmax")

@@ -52,15 +52,17 @@ def test_modes_convert_to_rgb_uint8(tmp_path: Path) -> None:
     assert info.alpha_opaque is False
 
 
-def test_sixteen_bit_values_kept_or_scaled(tmp_path: Path) -> None:
+def test_sixteen_bit_values_scaled_by_their_format_range(tmp_path: Path) -> None:
+    # The same samples give the same pixels whatever else the image holds: 0..65535 -> 0..255.
     small = np.array([[0, 100], [200, 235]], dtype=np.uint16)
     Image.fromarray(small).save(tmp_path / "s.tif")
     out, info = read_image(tmp_path / "s.tif")
-    assert not info.rescaled and np.array_equal(out[..., 0], small.astype(np.uint8))
-    big = np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)
-    Image.fromarray(big).save(tmp_path / "b.tif")
-    out, info = read_image(tmp_path / "b.tif")
-    assert info.rescaled and out[..., 0].tolist() == [[0, 64], [128, 255]]
+    assert info.rescaled and info.value_range == (0.0, 65535.0)
+    assert np.array_equal(out[..., 0], np.round(small / 65535 * 255).astype(np.uint8))
+    big = np.array([[0, 1000], [2000, 65535]], dtype=np.uint16)
+    Image.fromarray(big).save(tmp_path / "b.png")
+    out, info = read_image(tmp_path / "b.png")
+    assert info.mode == "I;16" and out[..., 0].tolist() == [[0, 4], [8, 255]]
 
 
 def test_tiff_pillow_cannot_open_falls_back_to_tifffile(tmp_path: Path) -> None:
@@ -69,8 +71,8 @@ def test_tiff_pillow_cannot_open_falls_back_to_tifffile(tmp_path: Path) -> None:
     rgb16 = (np.arange(2 * 3 * 3, dtype=np.uint16).reshape(2, 3, 3) * 1000).astype(np.uint16)
     tifffile.imwrite(tmp_path / "rgb16.tif", rgb16, photometric="rgb")
     out, info = read_image(tmp_path / "rgb16.tif")
-    assert info.mode == "tifffile" and out.shape == (2, 3, 3)
-    assert out.max() == 255 and np.array_equal(out, np.round(rgb16 * (255 / rgb16.max())).astype(np.uint8))
+    assert info.mode == "TIFF rgb uint16" and out.shape == (2, 3, 3)
+    assert np.array_equal(out, np.round(rgb16 * (255 / 65535)).astype(np.uint8))
 
 
 def test_masks_binarised_and_soft_values_counted(tmp_path: Path) -> None:

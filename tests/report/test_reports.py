@@ -238,9 +238,14 @@ def test_compare_to_baseline_test_choice() -> None:
     assert r["test"].startswith("one-sample t-test")
     assert r["p_two_sided"] == pytest.approx(sps.ttest_1samp(other["dice"], 0.70).pvalue)
     unpaired = compare_to_baseline(
-        pd.DataFrame({"seed": [0, 1], "dice": [0.7, 0.71]}), other, value="dice", seed_col="seed"
+        pd.DataFrame({"seed": [10, 11], "dice": [0.7, 0.71]}), other, value="dice", seed_col="seed"
     )
     assert unpaired["test"].startswith("Welch")
+    one_shared = compare_to_baseline(
+        pd.DataFrame({"seed": [0, 1], "dice": [0.7, 0.71]}), other, value="dice", seed_col="seed"
+    )  # seed 1 is shared: paired on it alone, the other seeds dropped and named, no test
+    assert one_shared["n"] == 1 and one_shared["delta"] == pytest.approx(0.72 - 0.71)
+    assert "dropped" in one_shared["note"] and "n too small" in one_shared["note"]
     with pytest.raises(ValueError, match="baseline method 'base' is not in results"):
         write_experiment_report(
             Path("/nonexistent"),

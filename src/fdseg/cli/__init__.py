@@ -28,6 +28,11 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Generate and check datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+experiment_app = typer.Typer(
+    help="The paper's studies (Table 1, data addition, robustness, multi-class), one command each.",
+    no_args_is_help=True,
+)
+app.add_typer(experiment_app, name="experiment")
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or gpu.")]
 
@@ -94,48 +99,6 @@ def train(
     summary = run_dir / "test" / "summary.json"
     if summary.is_file():
         _echo(f"test metrics: {summary}")
-
-
-@app.command()
-def evaluate(
-    run: Annotated[Path, typer.Argument(help="Run directory.")],
-    split: Annotated[str, typer.Option(help="test or val.")] = "test",
-    checkpoint: Annotated[str, typer.Option(help="best, last or phase1_best.")] = "best",
-    device: DeviceOpt = "auto",
-) -> None:
-    """Evaluate a run's checkpoint per image; writes <run>/<split>/per_sample.csv and summary.json."""
-    from fdseg.training.evaluate import evaluate_run
-
-    result = evaluate_run(run, split=split, checkpoint=checkpoint, runtime=_runtime(device))
-    means = result["mean"]
-    _echo(
-        f"{split}: n={result['n']} dice={means['dice']:.4f} iou={means['iou']:.4f} "
-        f"(empty GT: {result['empty_gt']}; soft batch Dice {result['soft_batch_dice']:.4f})"
-    )
-    _echo(f"per-sample table: {Path(run) / split / 'per_sample.csv'}")
-
-
-@app.command()
-def predict(
-    run: Annotated[Path, typer.Argument(help="Run directory.")],
-    images: Annotated[list[Path], typer.Argument(help="Image files.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the mask PNGs.")],
-    checkpoint: Annotated[str, typer.Option(help="best, last or phase1_best.")] = "best",
-    mode: Annotated[
-        str | None,
-        typer.Option(
-            "--mode",
-            help="resize (to the training size and back) or sliding (windows of the training size at native "
-            "resolution). Default: sliding for a run trained on tiles, resize otherwise.",
-        ),
-    ] = None,
-    device: DeviceOpt = "auto",
-) -> None:
-    """Predict masks (PNG, 0/255, at each image's native size)."""
-    from fdseg.training.evaluate import predict as predict_masks
-
-    paths = predict_masks(run, images, out, checkpoint=checkpoint, runtime=_runtime(device), mode=mode)
-    _echo(f"{len(paths)} masks written to {out}")
 
 
 @app.command()

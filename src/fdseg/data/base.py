@@ -22,7 +22,7 @@ from fdseg.data.errors import DatasetError
 from fdseg.registry import Registry
 
 #: Bump when a loader's decoding changes, so that cached arrays are rebuilt.
-LOADER_VERSION = 1
+LOADER_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,12 @@ class RawDataset(ABC):
         """Decode one record at native size."""
 
     # -- provided -----------------------------------------------------------------------------------------
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """Names of the labels of ``RawSample["classes"]`` (index = label, 0 = background), or ``None`` for a
+        dataset without class labels."""
+        return None
+
     @property
     def spec(self) -> str:
         """The spec that reopens this dataset."""

@@ -4,8 +4,12 @@
 broken pairing is listed instead of stopping the scan), decodes every record once, and returns a
 :class:`CheckReport`: counts, image sizes and modes, mask statistics, groups, the split that training would
 use, and a list of :class:`Problem` — each naming the file it concerns. ``CheckReport.ok`` is ``False`` when
-any problem is an error; quirks the loaders handle (RGBA images, soft mask values, skipped polygons, empty
-masks) are reported as warnings or info.
+any problem is an error (including a dataset in which no mask has a single foreground pixel); quirks the
+loaders handle are reported as warnings or info, from the decode facts each loader records in
+``RawSample["meta"]``: dropped alpha, samples scaled from their format range, EXIF orientation applied,
+how mask foreground was decided (palette index, alpha, any colour channel, half range for lossy files),
+soft mask values, full masks, skipped annotation regions and holes. An official test-only folder (the
+MoNuSeg test set alone) is reported as usable for testing.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 
 from fdseg.data.base import FORMATS, RawDataset, parse_spec
 from fdseg.data.errors import DatasetError, DatasetNotFoundError, SplitError
+from fdseg.data.formats._decode import orientation_name
 from fdseg.data.formats._io import Problem, SizeMismatchError
 
 __all__ = ["CheckReport", "Problem", "check_dataset"]
@@ -43,6 +48,8 @@ class CheckReport:
         image_size_max: largest ``(H, W)`` by area.
         image_sizes: ``"HxW"`` -> number of images.
         image_modes: file mode (``RGBA``, ``L``, …) -> number of images.
+        mask_modes: mask file mode -> number of records (XML/MAT annotations are absent).
+        mask_rules: how mask foreground was decided (``value > 0``, ``palette index > 0``, …) -> records.
         channels: image channels after decoding -> number of images.
         fg_fraction_mean: mean foreground fraction of the masks (``None`` when nothing loaded).
         fg_fraction_min: smallest foreground fraction.
@@ -66,6 +73,8 @@ class CheckReport:
     image_size_max: tuple[int, int] | None = None
     image_sizes: dict[str, int] = field(default_factory=dict)
     image_modes: dict[str, int] = field(default_factory=dict)
+    mask_modes: dict[str, int] = field(default_factory=dict)
+    mask_rules: dict[str, int] = field(default_factory=dict)
     channels: dict[int, int] = field(default_factory=dict)
     fg_fraction_mean: float | None = None
     fg_fraction_min: float | None = None
@@ -78,6 +87,8 @@ class CheckReport:
     split_scheme: str = ""
     size: tuple[int, int] | None = None
     problems: list[Problem] = field(default_factory=list)
+    class_fractions: dict[str, float] | None = None
+    class_images: dict[str, int] | None = None
 
     @property
     def ok(self) -> bool:
@@ -101,6 +112,8 @@ class CheckReport:
             "image_size_max": list(self.image_size_max) if self.image_size_max else None,
             "image_sizes": dict(self.image_sizes),
             "image_modes": dict(self.image_modes),
+            "mask_modes": dict(self.mask_modes),
+            "mask_rules": dict(self.mask_rules),
             "channels": {str(k): v for k, v in self.channels.items()},
             "fg_fraction": {
                 "mean": self.fg_fraction_mean,
@@ -114,6 +127,8 @@ class CheckReport:
             "split": dict(self.split) if self.split is not None else None,
             "split_scheme": self.split_scheme,
             "size": list(self.size) if self.size else None,
+            "class_fractions": dict(self.class_fractions) if self.class_fractions is not None else None,
+            "class_images": dict(self.class_images) if self.class_images is not None else None,
             "problems": [
                 {"path": str(p.path), "message": p.message, "severity": p.severity} for p in self.problems
             ],
@@ -137,14 +152,27 @@ class CheckReport:
             )
             modes = ", ".join(f"{k} x{v}" for k, v in sorted(self.image_modes.items()))
             lines.append(f"  image file modes: {modes}")
+        if self.mask_modes:
+            modes = ", ".join(f"{k} x{v}" for k, v in sorted(self.mask_modes.items()))
+            rules = ", ".join(f"{k} x{v}" for k, v in sorted(self.mask_rules.items()))
+            lines.append(f"  mask file modes: {modes}; foreground: {rules}")
         if self.fg_fraction_mean is not None:
             lines.append(
                 f"  mask foreground fraction: mean {self.fg_fraction_mean:.4f}, "
                 f"min {self.fg_fraction_min:.4f}, max {self.fg_fraction_max:.4f}"
             )
+            soft = ", ".join(sorted(self.nonbinary_masks)[:_MAX_LISTED])
+            more = "…" if len(self.nonbinary_masks) > _MAX_LISTED else ""
             lines.append(
                 f"  empty masks: {len(self.empty_masks)}; masks with soft values: "
-                f"{len(self.nonbinary_masks)}; size mismatches: {self.size_mismatches}"
+                f"{len(self.nonbinary_masks)}{f' ({soft}{more})' if soft else ''}; "
+                f"size mismatches: {self.size_mismatches}"
+            )
+        if self.class_fractions is not None and self.class_images is not None:
+            lines.append("  class pixel fractions (images containing the class):")
+            lines.extend(
+                f"    {name}: {frac:.4f} ({self.class_images[name]})"
+                for name, frac in self.class_fractions.items()
             )
         if self.groups:
             sizes_g = sorted(self.groups.values())
@@ -191,12 +219,44 @@ def _meta_problems(
         )
     elif alpha == "translucent":
         found.append(Problem(image, "alpha channel is not opaque everywhere; it was dropped", "warning"))
-    if meta.get("rescaled") == "true":
-        found.append(Problem(image, "16-bit/float image values above 255 were scaled to uint8", "info"))
-    if int(meta.get("regions_skipped", "0")):
-        ids = meta.get("skipped_region_ids", "")
+    if meta.get("image_range"):
         found.append(
-            Problem(notes, f"annotation regions with fewer than 3 vertices skipped (Region Id {ids})", "info")
+            Problem(
+                image,
+                f"{meta.get('image_mode')} samples scaled from their format range {meta['image_range']} "
+                "to 0..255",
+                "info",
+            )
+        )
+    if meta.get("image_orientation"):
+        turn = int(meta["image_orientation"])
+        found.append(
+            Problem(
+                image,
+                f"EXIF orientation {turn} applied: image used as displayed ({orientation_name(turn)})",
+                "info",
+            )
+        )
+    if meta.get("image_decode"):
+        found.append(Problem(image, f"image decoded: {meta['image_decode']}", "info"))
+    if meta.get("mask_orientation"):
+        turned = meta["mask_orientation"]
+        found.append(Problem(notes, f"EXIF orientation {turned} applied to the mask (as displayed)", "info"))
+    rule = meta.get("mask_rule", "value > 0")
+    if rule != "value > 0" and meta.get("mask_lossy") != "true":
+        found.append(Problem(notes, f"{meta.get('mask_mode')} mask: foreground is {rule}", "info"))
+    if int(meta.get("regions_skipped", "0")):
+        reasons = meta.get("skipped_regions") or ", ".join(
+            f"{i}: polygon with fewer than 3 vertices" for i in meta.get("skipped_region_ids", "").split(",")
+        )
+        found.append(Problem(notes, f"annotation regions skipped (Region Id {reasons})", "info"))
+    if int(meta.get("holes", "0")):
+        found.append(
+            Problem(
+                notes,
+                f"{meta['holes']} NegativeROA hole regions subtracted ({meta.get('hole_px', '0')} px)",
+                "info",
+            )
         )
     if int(meta.get("regions_clipped", "0")):
         found.append(Problem(notes, "annotation polygons extend beyond the image (clipped)", "info"))
@@ -251,9 +311,15 @@ def check_dataset(
     report.n_records = len(dataset.records)
     sizes: Counter[tuple[int, int]] = Counter()
     modes: Counter[str] = Counter()
+    masks_modes: Counter[str] = Counter()
+    mask_rules: Counter[str] = Counter()
     channels: Counter[int] = Counter()
     fractions: list[float] = []
     not_square = 0
+    names = dataset.class_names
+    class_pixels = np.zeros(len(names), np.int64) if names is not None else None
+    class_images = np.zeros(len(names), np.int64) if names is not None else None
+    total_pixels = 0
     for record in dataset.records:
         try:
             sample = dataset.load_record(record)
@@ -273,6 +339,26 @@ def check_dataset(
         channels[int(image.shape[2]) if image.ndim == 3 else 1] += 1
         fraction = float(mask.mean()) if mask.size else 0.0
         fractions.append(fraction)
+        classes = sample.get("classes")
+        if (
+            names is not None
+            and class_pixels is not None
+            and class_images is not None
+            and classes is not None
+        ):
+            counts = np.bincount(np.asarray(classes, np.int64).ravel(), minlength=len(names))
+            if counts.size > len(names):
+                where = record.mask_files[0] if record.mask_files else record.image
+                bad = int(np.flatnonzero(counts[len(names) :])[0]) + len(names)
+                report.problems.append(
+                    Problem(
+                        where, f"class index {bad} is outside 0..{len(names) - 1} ({list(names)})", "error"
+                    )
+                )
+                counts = counts[: len(names)]
+            class_pixels += counts
+            class_images += counts > 0
+            total_pixels += int(classes.size)
         if not mask.any():
             report.empty_masks.append(record.id)
             where = record.mask_files[0] if record.mask_files else record.image
@@ -280,13 +366,24 @@ def check_dataset(
                 report.problems.append(Problem(where, "empty mask (class 'normal': no lesion)", "info"))
             else:
                 report.problems.append(Problem(where, "mask is empty (no foreground pixel)", "warning"))
+        if "mask_mode" in meta:
+            masks_modes[meta["mask_mode"]] += 1
+            mask_rules[meta.get("mask_rule", "value > 0")] += 1
+        if mask.size and mask.all():
+            where = record.mask_files[0] if record.mask_files else record.image
+            report.problems.append(
+                Problem(where, "mask is foreground everywhere (every pixel); inverted convention?", "warning")
+            )
         soft = int(meta.get("mask_nonbinary_px", "0"))
         if soft:
             report.nonbinary_masks[record.id] = soft
+            rule = meta.get("mask_rule", "value > 0")
+            lossy = meta.get("mask_lossy") == "true"
+            what = "lossy-compressed mask (JPEG) has" if lossy else "mask has"
             report.problems.append(
                 Problem(
                     record.mask_files[0],
-                    f"mask has {soft} soft pixels (neither 0 nor its maximum); foreground is value > 0",
+                    f"{what} {soft} soft pixels (neither 0 nor its maximum); foreground is {rule}",
                     "warning",
                 )
             )
@@ -307,10 +404,15 @@ def check_dataset(
         report.image_size_min, report.image_size_max = by_area[0], by_area[-1]
         report.image_sizes = {f"{h}x{w}": n for (h, w), n in sorted(sizes.items())}
         report.image_modes = dict(sorted(modes.items()))
+        report.mask_modes = dict(sorted(masks_modes.items()))
+        report.mask_rules = dict(sorted(mask_rules.items()))
         report.channels = dict(sorted(channels.items()))
         report.fg_fraction_mean = float(np.mean(fractions))
         report.fg_fraction_min = float(np.min(fractions))
         report.fg_fraction_max = float(np.max(fractions))
+    if names is not None and class_pixels is not None and class_images is not None and total_pixels:
+        report.class_fractions = {n: float(c) / total_pixels for n, c in zip(names, class_pixels)}
+        report.class_images = {n: int(c) for n, c in zip(names, class_images)}
     if target is not None and not_square:
         report.problems.append(
             Problem(
@@ -319,8 +421,31 @@ def check_dataset(
                 "info",
             )
         )
+    if report.n_loaded and len(report.empty_masks) == report.n_loaded:
+        report.problems.append(
+            Problem(
+                dataset.root,
+                f"no mask has any foreground pixel ({report.n_loaded} decoded); there is nothing to learn or "
+                "to score (wrong mask folder, foreground value or convention?)",
+                "error",
+            )
+        )
     report.groups = dict(Counter(r.group for r in dataset.records if r.group is not None))
     official = dataset.official_split()
+    if official and official.get("test") and not official.get("train") and not official.get("val"):
+        n_test = len(official["test"])
+        report.split = {"train": 0, "val": 0, "test": n_test}
+        report.split_scheme = "official test set only"
+        report.problems.append(
+            Problem(
+                dataset.root,
+                f"official test-only folder: its {n_test} images are usable for testing, not for training "
+                "(a spec on the folder above it gives the official training set as well)",
+                "info",
+            )
+        )
+        logger.info("checked %s: %d records, %d problems", spec, report.n_records, len(report.problems))
+        return report
     if official and not official.get("test"):
         sets = sorted(official)
         report.problems.append(

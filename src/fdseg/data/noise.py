@@ -3,7 +3,7 @@
 The noise is *fixed per sample*: η = σ·z where z is a standard-normal field drawn from a generator seeded
 by ``(seed, sha1(sample id))``. The same image therefore gets the same noise in every epoch, in every run
 with the same seed, and across σ values only the scale changes (the σ curve is paired). Which splits are
-noisy is a setting: ``all`` (default), ``train`` or ``test``.
+noisy is a setting: ``all`` (default), ``train`` or ``test``; validation images follow the training ones.
 """
 
 from __future__ import annotations
@@ -71,10 +71,16 @@ class GaussianNoise:
         self.apply_to = apply_to
 
     def applies_to(self, split: str) -> bool:
-        """Whether the split ``split`` (``train``/``val``/``test``) gets noise; val follows test."""
+        """Whether the split ``split`` (``train``/``val``/``test``) gets noise.
+
+        Validation follows training: with ``apply_to="test"`` the validation images stay clean, so the
+        checkpoint is never selected on noisy images the model is meant not to have seen.
+        """
         check_option("split", split, ("train", "val", "test"))
         if self.apply_to == "all":
             return True
+        if split == "val":
+            split = "train"
         return (split == "train") == (self.apply_to == "train")
 
     def __call__(self, sample: Mapping[str, Any], generator: Any = None) -> dict[str, Any]:

@@ -42,6 +42,76 @@ def addition_schedule(n_novel: int, fractions: Sequence[float] = PAPER_FRACTIONS
     return [math.floor(f * n_novel + 0.5) for f in fractions]
 
 
+def novel_training_ids(records: Sequence[Any], *, spec: str = "the novel dataset") -> list[str]:
+    """The ids novel images may be drawn from: the dataset's training part, never its official test images.
+
+    A dataset with an official split contributes only its ``"train"`` records; one without an official split
+    (no record carries a ``split``) contributes every record.
+
+    Args:
+        records: the dataset's records (anything with ``id`` and ``split`` attributes).
+        spec: the dataset's spec, for messages.
+
+    Returns:
+        Image ids in the records' order.
+
+    Raises:
+        ValueError: the dataset has an official split but no training image (naming ``spec`` and its sets).
+    """
+    official = sorted({r.split for r in records if r.split is not None})
+    if not official:
+        return [r.id for r in records]
+    train = [r.id for r in records if r.split == "train"]
+    if not train:
+        raise ValueError(
+            f"{spec} has no training part to add images from (its official split has only {official}); "
+            "novel images are never drawn from an official test set"
+        )
+    return train
+
+
+def addition_counts(
+    n_pool: int,
+    *,
+    k: Sequence[Any] | None = None,
+    fractions: Sequence[Any] | None = None,
+    pool: str = "the novel training pool",
+) -> list[int]:
+    """Checked addition counts: explicit ``k`` values, or ``fractions`` of the pool (rounded half up).
+
+    Args:
+        n_pool: images in the novel training pool.
+        k: counts, each an integer in [0, n_pool].
+        fractions: fractions in [0, 1] (see :func:`addition_schedule`).
+        pool: how to name the pool in messages.
+
+    Returns:
+        The counts in the order given.
+
+    Raises:
+        ValueError: both or neither of ``k`` and ``fractions``; a non-integer, negative or too-large k; a
+            fraction outside [0, 1] or not a number.
+    """
+    if (k is None) == (fractions is None):
+        raise ValueError("give the added counts as k or as fractions, not both and not neither")
+    if k is not None:
+        out: list[int] = []
+        for value in k:
+            if isinstance(value, bool) or not isinstance(value, int | float) or float(value) != int(value):
+                raise ValueError(f"k must be whole numbers of images, got {value!r}")
+            if int(value) < 0:
+                raise ValueError(f"k must be >= 0, got {value}")
+            if int(value) > n_pool:
+                raise ValueError(f"k = {int(value)} is larger than {pool} ({n_pool} images)")
+            out.append(int(value))
+        return out
+    assert fractions is not None
+    for value in fractions:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"fractions must be numbers in [0, 1], got {value!r}")
+    return addition_schedule(n_pool, [float(f) for f in fractions])
+
+
 def select_subset(ids: Sequence[str], k: int, *, selection: str = "first", seed: int = 0) -> list[str]:
     """Pick ``k`` ids: the first k in natural order, or the first k of a seeded permutation of that order.
 
@@ -50,7 +120,7 @@ def select_subset(ids: Sequence[str], k: int, *, selection: str = "first", seed:
     """
     check_option("novel selection", selection, SELECTIONS)
     if not 0 <= k <= len(ids):
-        raise ValueError(f"k = {k} novel images requested but the novel pool has {len(ids)}")
+        raise ValueError(f"k = {k} novel images requested but the novel training pool has {len(ids)}")
     ordered = sorted(ids, key=natural_key)
     if selection == "random":
         ordered = [ordered[int(i)] for i in np.random.default_rng(seed).permutation(len(ordered))]

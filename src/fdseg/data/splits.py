@@ -275,6 +275,107 @@ def make_split(
     return result
 
 
+def make_folds(
+    ids: Sequence[str],
+    k: int,
+    *,
+    groups: Sequence[str | None] | None = None,
+    seed: int = 0,
+) -> list[tuple[str, ...]]:
+    """Partition ``ids`` into ``k`` cross-validation test folds, whole groups (patients/slides) per fold.
+
+    The groups are taken largest first (ties in a seeded random order) and each goes to the fold that holds
+    the fewest ids so far (ties: the lowest fold index), so fold sizes differ by at most one group. The folds
+    are disjoint and together cover every id exactly once; no group is split between folds.
+
+    Args:
+        ids: unique item ids.
+        k: number of folds, >= 2.
+        groups: one group key per id (``None`` entries are their own group); ``None`` for no grouping.
+        seed: seed of the tie order.
+
+    Returns:
+        ``k`` tuples of ids (natural order inside each fold).
+
+    Raises:
+        ValueError: ``k`` < 2, duplicate ids, ``groups`` of the wrong length.
+        SplitError: fewer groups than folds (a fold would be empty).
+    """
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"the number of folds must be an int, got {k!r}")
+    if k < 2:
+        raise ValueError(
+            f"cross-validation needs at least 2 folds, got {k} (1 fold leaves no image for training)"
+        )
+    if len(set(ids)) != len(ids):
+        raise ValueError("fold ids must be unique")
+    if groups is not None and len(groups) != len(ids):
+        raise ValueError(f"{len(groups)} groups for {len(ids)} ids")
+    units = _units(ids, groups)
+    if len(units) < k:
+        raise SplitError(
+            f"{k} folds need at least {k} groups, but the {len(ids)} images form {len(units)} group(s) "
+            "(images of one patient/slide stay together); use fewer folds"
+        )
+    rng = np.random.default_rng(seed)
+    shuffled = [units[int(i)] for i in rng.permutation(len(units))]
+    shuffled.sort(key=lambda unit: -len(unit[1]))  # stable: seeded order among equal sizes
+    folds: list[list[str]] = [[] for _ in range(k)]
+    for _group, members in shuffled:
+        target = min(range(k), key=lambda f: (len(folds[f]), f))
+        folds[target].extend(members)
+    return [tuple(sorted(fold, key=natural_key)) for fold in folds]
+
+
+def fold_split(
+    ids: Sequence[str],
+    k: int,
+    fold: int,
+    *,
+    groups: Sequence[str | None] | None = None,
+    seed: int = 0,
+    val: float = 0.2,
+    spec: str = "",
+) -> SourceSplit:
+    """The train/val/test split of one cross-validation fold: test = fold ``fold`` of :func:`make_folds`.
+
+    Validation is drawn from the other folds (ratio ``val`` of them, whole groups, seeded), the rest trains.
+
+    Raises:
+        ValueError: ``fold`` outside [0, k), and as :func:`make_folds`.
+        SplitError: as :func:`make_folds`, or too few groups left for train and val.
+    """
+    if not 0 <= fold < k:
+        raise ValueError(f"data.fold must be in [0, {k - 1}] for {k} folds, got {fold}")
+    folds = make_folds(ids, k, groups=groups, seed=seed)
+    test = set(folds[fold])
+    rest = [i for i in ids if i not in test]
+    group_of = dict(zip(ids, groups)) if groups is not None else {}
+    rest_units = _units(rest, [group_of.get(i) for i in rest] if groups is not None else None)
+    if len(rest_units) < 2:
+        raise SplitError(
+            f"fold {fold} of {k} leaves {len(rest_units)} group(s) for train and val; use fewer folds"
+        )
+    n_val = math.ceil(round(val * len(rest), 9))
+    sets = _assign(rest_units, [("val", n_val)], np.random.default_rng([seed, fold]))
+    result = SourceSplit(
+        sets={
+            "train": tuple(sorted(sets["train"], key=natural_key)),
+            "val": tuple(sorted(sets["val"], key=natural_key)),
+            "test": tuple(folds[fold]),
+        },
+        spec=spec,
+        scheme="custom",
+        seed=seed,
+        test=len(test) / max(len(ids), 1),
+        val=val,
+        grouped=groups is not None and any(g is not None for g in groups),
+        meta={"folds": k, "fold": fold, "rule": "grouped k-fold, largest group first into the smallest fold"},
+    )
+    check_split(result, ids, groups=groups)
+    return result
+
+
 def split_dataset(
     dataset: SplittableDataset,
     *,

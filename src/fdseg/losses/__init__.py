@@ -5,6 +5,16 @@ Losses receive tensors (``features: dict[str, Tensor]``, masks, logits), never a
 
 from __future__ import annotations
 
+from fdseg.losses.baselines import (
+    BASELINES,
+    DeepSupervisionLoss,
+    PixelContrastiveLoss,
+    decoder_channels,
+    deep_supervision_loss,
+    deep_supervision_weights,
+    sample_pixels,
+    supervised_contrastive_loss,
+)
 from fdseg.losses.discrepancy import (
     PRESETS,
     ExchangeableFeatureDiscrepancyLoss,
@@ -22,6 +32,18 @@ from fdseg.losses.functional import (
     fd_term,
     region_prototypes,
     resize_mask,
+)
+from fdseg.losses.multiclass import (
+    HEADS,
+    BinaryPerClassSegLoss,
+    PerClassExchangeableFeatureDiscrepancyLoss,
+    PerClassFdTerm,
+    PerClassFeatureDiscrepancyLoss,
+    SoftmaxSegLoss,
+    build_head_seg_loss,
+    class_index_map,
+    class_masks,
+    per_class_fd_term,
 )
 from fdseg.losses.segmentation import (
     SEG_LOSSES,
@@ -46,11 +68,15 @@ from fdseg.losses.weights import (
 )
 
 __all__ = [
+    "BASELINES",
     "DEFAULT_LAMBDA_MAX",
+    "HEADS",
     "LAMBDA_STRATEGIES",
     "PRESETS",
     "SEG_LOSSES",
+    "BinaryPerClassSegLoss",
     "CodeExactLambda",
+    "DeepSupervisionLoss",
     "DiceBCELoss",
     "DiceBCEOnProbsLoss",
     "DiceIoULoss",
@@ -63,18 +89,32 @@ __all__ = [
     "FixedLambda",
     "LambdaStrategy",
     "LossOutput",
+    "PerClassExchangeableFeatureDiscrepancyLoss",
+    "PerClassFdTerm",
+    "PerClassFeatureDiscrepancyLoss",
+    "PixelContrastiveLoss",
     "Prototypes",
     "ScheduleLambda",
+    "SoftmaxSegLoss",
+    "build_head_seg_loss",
     "build_lambda_strategy",
     "build_seg_loss",
+    "class_index_map",
+    "class_masks",
+    "decoder_channels",
+    "deep_supervision_loss",
+    "deep_supervision_weights",
     "dice_bce_loss",
     "dice_bce_on_probs_loss",
     "dice_iou_loss",
     "exchange_pairs",
     "exchangeable_fd_term",
     "fd_term",
+    "per_class_fd_term",
     "region_prototypes",
     "resize_mask",
     "resolve_options",
+    "sample_pixels",
     "soft_dice",
+    "supervised_contrastive_loss",
 ]

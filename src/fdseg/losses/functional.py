@@ -437,15 +437,29 @@ def _reduce_rows(sq: Tensor, valid: Tensor, opts: FdOptions) -> tuple[Tensor, Te
         value () (mean over classes with a valid row of the class value; 0 if none).
     """
     per = torch.where(valid, _neg_log(sq, valid, opts), 0.0)  # (R, K)
+    class_value, class_valid = _class_values(sq, valid, per, opts)
+    value = class_value.sum() / class_valid.sum().clamp_min(1)
+    per_row = per.sum(1) / valid.sum(1).clamp_min(1)
+    return per_row, valid.any(1), value
+
+
+def _class_values(sq: Tensor, valid: Tensor, per: Tensor | None, opts: FdOptions) -> tuple[Tensor, Tensor]:
+    """Per-class values ``(K,)`` (mean over the class's valid rows; 0 without one) and validity ``(K,)``.
+
+    Args:
+        sq: (R, K, C') squared gaps.
+        valid: (R, K) bool.
+        per: (R, K) per-row values when already computed (``per_image``), else ``None``.
+    """
     class_valid = valid.any(0)  # (K,)
     if opts.batch == "per_image":
+        if per is None:
+            per = torch.where(valid, _neg_log(sq, valid, opts), 0.0)
         class_value = per.sum(0) / valid.sum(0).clamp_min(1)
     else:  # batch_l2: squared gaps summed over the valid rows before the log
         pooled = torch.where(valid.unsqueeze(-1), sq, 0.0).sum(0)  # (K, C')
         class_value = torch.where(class_valid, _neg_log(pooled, class_valid, opts), 0.0)
-    value = class_value.sum() / class_valid.sum().clamp_min(1)
-    per_row = per.sum(1) / valid.sum(1).clamp_min(1)
-    return per_row, valid.any(1), value
+    return class_value, class_valid
 
 
 def _fd_from_gaps(gaps: _Gaps, opts: FdOptions) -> FdTerm:

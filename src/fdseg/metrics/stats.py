@@ -7,8 +7,12 @@ Conventions used throughout:
 * Values are paired **by id** (image id, or seed), never by position. Duplicate ids raise.
 * NaN values raise in the tests and in the bootstrap; :func:`summarize` drops them per group and reports
   how many it dropped (``n_nan``), so a NaN from an empty-mask policy is never averaged silently.
-* Degenerate inputs give NaN with a reason instead of a warning from scipy: fewer than 2 values, or zero
-  variance, where a t statistic does not exist.
+* Degenerate inputs give NaN (or p = 1) with a ``note`` that says why, never a vanishingly small p: fewer
+  than 2 values or pairs; a spread that is zero *up to floating-point rounding* (standard deviation at most
+  :data:`ROUNDING_RTOL` times the magnitude of the values compared, where scipy would divide rounding noise
+  by itself and return p ≈ 0); all differences 0 (p = 1: no evidence of a difference).
+* Every p-value that is not degenerate is scipy's own (``ttest_1samp``, ``ttest_rel``, ``wilcoxon``) on the
+  very numbers shown.
 """
 
 from __future__ import annotations
@@ -34,10 +38,15 @@ Paired = pd.Series | Mapping[Any, float] | pd.DataFrame
 __all__ = [
     "CI_METHODS",
     "PAIRED_METHODS",
+    "ROUNDING_RTOL",
     "CIMethod",
     "PairedMethod",
     "align_pairs",
     "bootstrap_ci",
+    "compare_arms",
+    "compare_seeds",
+    "compare_to_baseline",
+    "effect_size_dz",
     "paired_bootstrap_diff",
     "paired_test",
     "summarize",
@@ -46,6 +55,19 @@ __all__ = [
 ]
 
 _MAX_BOOT_CHUNK = 4_000_000  # resampled values held in memory at once
+
+#: A spread (sd) at most this fraction of the values' magnitude is floating-point rounding, not variance.
+ROUNDING_RTOL = 1e-9
+
+
+def _rounding_only(spread: float, *scales: float) -> bool:
+    """Whether ``spread`` (an sd or a range) is within rounding of values of magnitude ``max(|scales|)``."""
+    scale = max([abs(float(x)) for x in scales if math.isfinite(float(x))] + [0.0])
+    return spread <= ROUNDING_RTOL * scale or spread == 0.0
+
+
+def _magnitude(*arrays: NDArray[np.float64]) -> float:
+    return max((float(np.max(np.abs(a))) for a in arrays if a.size), default=0.0)
 
 
 def _as_1d(values: ArrayLike, *, name: str = "values") -> NDArray[np.float64]:
@@ -74,16 +96,16 @@ def ttest_1samp_over_seeds(values: ArrayLike, mu0: float) -> dict[str, float | i
     ``mu0`` is the single ✗ (baseline) number; ``values`` are the ✓ results of independent seeds.
 
     Args:
-        values: (n,) float, one value per seed, n >= 2, no NaN.
+        values: (n,) float, one value per seed, no NaN.
         mu0: the reference value.
 
     Returns:
         ``{"t", "df", "p_two_sided", "p_greater", "mean", "sd", "n", "mu0", "note"}``; ``p_greater`` tests
-        mean > ``mu0``. With zero variance ``t`` and both p-values are NaN and ``note`` says why
-        (``note`` is ``""`` otherwise).
+        mean > ``mu0``. With one seed, or a variance that is zero up to floating-point rounding, ``t`` and
+        both p-values are NaN and ``note`` says why (``note`` is ``""`` otherwise).
 
     Raises:
-        ValueError: fewer than 2 values, NaN or infinite values, non-finite ``mu0``.
+        ValueError: no values, NaN or infinite values, non-finite ``mu0``.
 
     Example:
         >>> r = ttest_1samp_over_seeds([1.0, 2.0, 3.0], 0.0)
@@ -95,10 +117,10 @@ def ttest_1samp_over_seeds(values: ArrayLike, mu0: float) -> dict[str, float | i
     if not math.isfinite(float(mu0)):
         raise ValueError(f"mu0 must be finite, got {mu0}")
     n = int(arr.size)
-    if n < 2:
-        raise ValueError(f"a one-sample t-test needs at least 2 seeds, got {n}")
+    if n == 0:
+        raise ValueError("a one-sample t-test needs values, got none")
     mean = float(arr.mean())
-    sd = float(arr.std(ddof=1))
+    sd = float(arr.std(ddof=1)) if n >= 2 else math.nan
     out: dict[str, float | int | str] = {
         "mean": mean,
         "sd": sd,
@@ -107,8 +129,13 @@ def ttest_1samp_over_seeds(values: ArrayLike, mu0: float) -> dict[str, float | i
         "mu0": float(mu0),
         "note": "",
     }
-    if np.ptp(arr) == 0:
-        out.update(t=math.nan, p_two_sided=math.nan, p_greater=math.nan, note="zero variance: t undefined")
+    nan3 = {"t": math.nan, "p_two_sided": math.nan, "p_greater": math.nan}
+    if n < 2:
+        out.update(nan3, note=f"{n} seed: a t-test needs at least 2")
+        return out
+    if _rounding_only(sd, _magnitude(arr), float(mu0)):
+        why = "zero variance" if np.ptp(arr) == 0 else "variance is floating-point rounding only"
+        out.update(nan3, note=f"{why}: t undefined")
         return out
     two = sps.ttest_1samp(arr, float(mu0), alternative="two-sided")
     greater = sps.ttest_1samp(arr, float(mu0), alternative="greater")
@@ -203,41 +230,75 @@ def paired_test(
 
     Returns:
         ``{"method", "n", "statistic", "p_two_sided", "p_greater", "mean_diff", "median_diff", "note"}``;
-        ``p_greater`` tests b > a. When every difference is exactly 0, both p-values are 1.0 (no evidence
-        of a difference) and ``note`` says so; zero-variance non-zero differences give NaN p for the t-test.
+        ``p_greater`` tests b > a. When every difference is 0 (exactly or up to floating-point rounding),
+        both p-values are 1.0 (no evidence of a difference) and ``note`` says so; differences that are
+        constant up to rounding give NaN p for the t-test; fewer than 2 pairs give NaN. The p-values are
+        otherwise scipy's (``wilcoxon(b, a)``, ``ttest_rel(b, a)``).
 
     Raises:
-        ValueError: fewer than 2 pairs, NaN values, unmatched or duplicate ids, unknown ``method``.
+        ValueError: NaN values, unmatched or duplicate ids, unknown ``method``.
     """
     check_option("method", method, PAIRED_METHODS)
     pairs = align_pairs(a, b, id_col=id_col, value=value, on_missing=on_missing)
-    diff = pairs["diff"].to_numpy(dtype=np.float64)
     _no_nan(pairs[["a", "b"]].to_numpy(dtype=np.float64).ravel(), name="paired values")
+    return _paired_arrays(
+        pairs["a"].to_numpy(dtype=np.float64), pairs["b"].to_numpy(dtype=np.float64), method=method
+    )
+
+
+def _paired_arrays(
+    a: NDArray[np.float64], b: NDArray[np.float64], *, method: PairedMethod
+) -> dict[str, float | int | str]:
+    diff = b - a
     n = int(diff.size)
-    if n < 2:
-        raise ValueError(f"a paired test needs at least 2 pairs, got {n}")
     out: dict[str, float | int | str] = {
         "method": method,
         "n": n,
-        "mean_diff": float(diff.mean()),
-        "median_diff": float(np.median(diff)),
+        "mean_diff": float(diff.mean()) if n else math.nan,
+        "median_diff": float(np.median(diff)) if n else math.nan,
         "note": "",
     }
-    if np.all(diff == 0):
-        out.update(statistic=0.0, p_two_sided=1.0, p_greater=1.0, note="all differences are 0")
+    nan3 = {"statistic": math.nan, "p_two_sided": math.nan, "p_greater": math.nan}
+    if n < 2:
+        out.update(nan3, note=f"{n} pair(s): a paired test needs at least 2")
+        return out
+    scale = _magnitude(a, b)
+    if np.all(diff == 0) or bool(np.all(np.abs(diff) <= ROUNDING_RTOL * scale)):
+        exact = bool(np.all(diff == 0))
+        why = "all differences are 0" if exact else "all differences are 0 up to floating-point rounding"
+        out.update(statistic=0.0, p_two_sided=1.0, p_greater=1.0, note=f"{why}: no evidence of a difference")
         return out
     if method == "wilcoxon":
-        two = sps.wilcoxon(diff, alternative="two-sided")
-        greater = sps.wilcoxon(diff, alternative="greater")
+        two = sps.wilcoxon(b, a, alternative="two-sided")
+        greater = sps.wilcoxon(b, a, alternative="greater")
     else:
-        if np.ptp(diff) == 0:
-            out.update(statistic=math.nan, p_two_sided=math.nan, p_greater=math.nan)
-            out["note"] = "zero variance of the differences: t undefined"
+        if _rounding_only(float(diff.std(ddof=1)), scale):
+            why = "zero" if np.ptp(diff) == 0 else "floating-point rounding only"
+            out.update(nan3, note=f"the differences are constant (their variance is {why}): t undefined")
             return out
-        two = sps.ttest_rel(pairs["b"].to_numpy(), pairs["a"].to_numpy(), alternative="two-sided")
-        greater = sps.ttest_rel(pairs["b"].to_numpy(), pairs["a"].to_numpy(), alternative="greater")
+        two = sps.ttest_rel(b, a, alternative="two-sided")
+        greater = sps.ttest_rel(b, a, alternative="greater")
     out.update(statistic=float(two.statistic), p_two_sided=float(two.pvalue), p_greater=float(greater.pvalue))
     return out
+
+
+def effect_size_dz(diff: ArrayLike) -> float:
+    """Cohen's d_z of paired differences: mean / sd (ddof=1).
+
+    Args:
+        diff: (n,) float paired differences ``b - a``.
+
+    Returns:
+        d_z; NaN for n < 2 or a spread that is zero up to floating-point rounding.
+    """
+    arr = _as_1d(diff, name="diff")
+    _no_nan(arr, name="diff")
+    if arr.size < 2:
+        return math.nan
+    sd = float(arr.std(ddof=1))
+    if _rounding_only(sd, _magnitude(arr)):
+        return math.nan
+    return float(arr.mean()) / sd
 
 
 def _check_ci(ci: float) -> None:
@@ -411,3 +472,315 @@ def summarize(
         row.update(mean=mean, sd=sd, n=n, n_nan=int(vals.size - n), ci_lo=lo, ci_hi=hi)
         rows.append(row)
     return pd.DataFrame(rows, columns=[*by, "mean", "sd", "n", "n_nan", "ci_lo", "ci_hi"])
+
+
+def compare_seeds(
+    baseline: Mapping[Any, float], compared: Mapping[Any, float], *, ci: float = 0.95
+) -> dict[str, Any]:
+    """Compare two arms run with the same seeds: every statistic of ``fdseg compare`` over seeds.
+
+    Values are paired by key (a seed, or a ``(seed, fold)`` tuple); keys in only one arm are **dropped**, and
+    listed, never compared with a mean. Differences are ``compared - baseline``; one-sided p-values test
+    ``compared > baseline``.
+
+    Args:
+        baseline: key -> value of the baseline arm (one value per seed, e.g. the mean test Dice of a run).
+        compared: key -> value of the compared arm.
+        ci: coverage of the t interval of the mean difference.
+
+    Returns:
+        ``{"n", "shared", "dropped_baseline", "dropped_compared", "baseline_mean", "baseline_sd",
+        "compared_mean", "compared_sd", "mean_diff", "sd_diff", "diff_ci_lo", "diff_ci_hi", "d_z",
+        "t", "p_t", "p_t_greater", "w", "p_w", "p_w_greater", "t1", "p_1samp", "p_1samp_greater",
+        "notes"}``: ``p_t*`` paired t-test (``ttest_rel``), ``p_w*`` Wilcoxon signed-rank (``wilcoxon``),
+        ``p_1samp*`` the paper's one-sample t-test of the compared seeds against the baseline's mean over
+        the shared seeds (method-spec §F5), ``d_z`` Cohen's effect size of the paired differences. Means and
+        sds are over the shared keys only. ``notes`` (list of str) says why a p-value is NaN or 1, and which
+        keys were dropped.
+
+    Raises:
+        ValueError: NaN or infinite values; no shared key.
+    """
+    shared = sorted(set(baseline) & set(compared), key=str)
+    dropped_a = sorted(set(baseline) - set(compared), key=str)
+    dropped_b = sorted(set(compared) - set(baseline), key=str)
+    if not shared:
+        raise ValueError(
+            f"the two arms share no seed: baseline has {sorted(baseline, key=str)}, compared has "
+            f"{sorted(compared, key=str)}"
+        )
+    a = np.array([float(baseline[k]) for k in shared], dtype=np.float64)
+    b = np.array([float(compared[k]) for k in shared], dtype=np.float64)
+    _no_nan(a, name="baseline values")
+    _no_nan(b, name="compared values")
+    diff = b - a
+    n = int(diff.size)
+    notes: list[str] = []
+    if dropped_a or dropped_b:
+        notes.append(
+            f"paired on the {n} shared seed(s) only; dropped: baseline {dropped_a or 'none'}, "
+            f"compared {dropped_b or 'none'}"
+        )
+    t_res = _paired_arrays(a, b, method="ttest")
+    w_res = _paired_arrays(a, b, method="wilcoxon")
+    one = ttest_1samp_over_seeds(b, float(a.mean()))
+    for label, res in (("paired t-test", t_res), ("Wilcoxon", w_res), ("one-sample t-test", one)):
+        if res["note"]:
+            notes.append(f"{label}: {res['note']}")
+    lo, hi = (
+        t_ci(diff, ci=ci)
+        if n >= 2 and not _rounding_only(float(diff.std(ddof=1)), _magnitude(a, b))
+        else ((math.nan, math.nan))
+    )
+    return {
+        "n": n,
+        "shared": shared,
+        "dropped_baseline": dropped_a,
+        "dropped_compared": dropped_b,
+        "baseline_mean": float(a.mean()),
+        "baseline_sd": float(a.std(ddof=1)) if n >= 2 else math.nan,
+        "compared_mean": float(b.mean()),
+        "compared_sd": float(b.std(ddof=1)) if n >= 2 else math.nan,
+        "mean_diff": float(diff.mean()),
+        "sd_diff": float(diff.std(ddof=1)) if n >= 2 else math.nan,
+        "diff_ci_lo": lo,
+        "diff_ci_hi": hi,
+        "d_z": effect_size_dz(diff),
+        "t": t_res["statistic"],
+        "p_t": t_res["p_two_sided"],
+        "p_t_greater": t_res["p_greater"],
+        "w": w_res["statistic"],
+        "p_w": w_res["p_two_sided"],
+        "p_w_greater": w_res["p_greater"],
+        "t1": one["t"],
+        "p_1samp": one["p_two_sided"],
+        "p_1samp_greater": one["p_greater"],
+        "notes": notes,
+    }
+
+
+def compare_to_baseline(
+    base: pd.DataFrame, other: pd.DataFrame, *, value: str, seed_col: str | None
+) -> dict[str, Any]:
+    """Difference ``other - base`` of ``value`` over runs, with the strongest test the data allow.
+
+    Order of preference: paired t-test on the seeds present in both (n >= 2 shared seeds; seeds in only one
+    of them are dropped and named in ``note``); the paper's one-sample t-test of the other method's seeds
+    against a single baseline value (no seed column, or no shared seed); Welch's unpaired t-test when no
+    seed is shared; otherwise no test (``"n too small"``). ``delta`` is over the paired seeds when there
+    are any, so a seed of one arm is never compared with the mean of another arm's seeds.
+
+    Args:
+        base: rows of the baseline method (one per seed).
+        other: rows of the compared method.
+        value: metric column.
+        seed_col: seed column, or ``None`` when the results carry none.
+
+    Returns:
+        ``{"test", "n", "delta", "delta_sd", "p_two_sided", "p_greater", "note"}`` (p NaN without a test);
+        ``p_greater`` tests other > base.
+    """
+    nan = math.nan
+    b = base[[c for c in (seed_col, value) if c]].copy()
+    o = other[[c for c in (seed_col, value) if c]].copy()
+    b = b[np.isfinite(pd.to_numeric(b[value]).to_numpy(dtype=np.float64))]
+    o = o[np.isfinite(pd.to_numeric(o[value]).to_numpy(dtype=np.float64))]
+    out: dict[str, Any] = {"test": "none", "n": 0, "delta": nan, "delta_sd": nan}
+    out.update(p_two_sided=nan, p_greater=nan, note="")
+    if b.empty or o.empty:
+        out["note"] = "no finite value for one of the methods"
+        return out
+    bv = b[value].to_numpy(dtype=np.float64)
+    ov = o[value].to_numpy(dtype=np.float64)
+    out["delta"] = float(ov.mean() - bv.mean())
+    paired_ok = (
+        seed_col is not None and not b[seed_col].duplicated().any() and not o[seed_col].duplicated().any()
+    )
+    if paired_ok and seed_col is not None:
+        sb = dict(zip(b[seed_col].astype(str), bv))
+        so = dict(zip(o[seed_col].astype(str), ov))
+        shared = sorted(set(sb) & set(so))
+        if shared:
+            res = compare_seeds(sb, so)
+            out.update(
+                test="paired t-test over seeds",
+                n=len(shared),
+                delta=res["mean_diff"],
+                delta_sd=res["sd_diff"],
+                p_two_sided=float(res["p_t"]),
+                p_greater=float(res["p_t_greater"]),
+                note="; ".join(n for n in res["notes"] if not n.startswith(("Wilcoxon", "one-sample"))),
+            )
+            if len(shared) < 2:
+                dropped = [n for n in res["notes"] if n.startswith("paired on")]
+                out["note"] = "; ".join([*dropped, "n too small for a test"])
+            return out
+    if bv.size == 1 and ov.size >= 2:
+        res1 = ttest_1samp_over_seeds(ov, float(bv[0]))
+        out.update(
+            test="one-sample t-test of the seeds against the single baseline value",
+            n=int(ov.size),
+            p_two_sided=float(res1["p_two_sided"]),
+            p_greater=float(res1["p_greater"]),
+            note=str(res1["note"]),
+        )
+        return out
+    if (
+        bv.size >= 2
+        and ov.size >= 2
+        and not _rounding_only(max(float(bv.std(ddof=1)), float(ov.std(ddof=1))), _magnitude(bv, ov))
+    ):
+        two = sps.ttest_ind(ov, bv, equal_var=False)
+        greater = sps.ttest_ind(ov, bv, equal_var=False, alternative="greater")
+        out.update(
+            test="Welch t-test (unpaired: no shared seeds)",
+            n=int(min(bv.size, ov.size)),
+            note=f"{ov.size} runs vs {bv.size} baseline runs",
+            p_two_sided=float(two.pvalue),
+            p_greater=float(greater.pvalue),
+        )
+        return out
+    out["n"] = int(min(bv.size, ov.size))
+    out["note"] = "n too small for a test"
+    return out
+
+
+def compare_arms(
+    per_image: pd.DataFrame,
+    *,
+    metric: str = "dice",
+    baseline: str,
+    arm_col: str = "arm",
+    n_boot: int = 10_000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Compare every arm with ``baseline``: runs paired by seed (and fold), images paired by id.
+
+    ``per_image`` is the long table of every run's per-image results: one row per (arm, seed, fold, image
+    id). Per seed, an arm's value is the mean ``metric`` over the images of its folds that the baseline also
+    has for that seed (folds pooled), so both arms of a pair are scored on the same images. Runs (seed,
+    fold) present in only one arm are dropped and named in ``notes``; they are never compared with a mean.
+    The per-image difference (compared − baseline) is averaged over the paired seeds per image id and
+    bootstrapped over images (percentile CI). Images with a NaN ``metric`` in either arm are left out.
+
+    Args:
+        per_image: columns ``arm_col``, ``seed``, ``fold`` (may be NaN/None), ``id``, ``metric``.
+        metric: the per-image score.
+        baseline: the baseline arm.
+        arm_col: arm column.
+        n_boot: bootstrap resamples.
+        ci: coverage of the intervals.
+        seed: bootstrap seed.
+
+    Returns:
+        One row per arm (baseline first): ``arm``, ``seeds`` (all its finished seeds), ``mean``/``sd`` over
+        those seeds (sd NaN for one seed), ``n_images`` (per seed, pooled over folds), then, for the other
+        arms, the fields of :func:`compare_seeds` over the paired seeds (``n``, ``mean_diff``, ``p_t``,
+        ``p_t_greater``, ``p_w``, ``p_w_greater``, ``p_1samp``, ``p_1samp_greater``, ``d_z``, …) and
+        ``img_diff``, ``img_ci_lo``, ``img_ci_hi``, ``n_img_pairs`` from the per-image bootstrap, and
+        ``notes`` (one string).
+
+    Raises:
+        KeyError: a missing column, or an unknown ``baseline`` (with the arms present).
+        ValueError: an arm with duplicate image ids within one run.
+    """
+    need = [arm_col, "seed", "fold", "id", metric]
+    missing = [c for c in need if c not in per_image.columns]
+    if missing:
+        raise KeyError(f"per-image table has no column(s) {missing}; columns: {list(per_image.columns)}")
+    frame = per_image[need].copy()
+    frame[arm_col] = frame[arm_col].astype(str)
+    frame["id"] = frame["id"].astype(str)
+    frame["fold"] = frame["fold"].fillna(-1).astype(int)
+    frame["seed"] = frame["seed"].astype(int)
+    frame[metric] = pd.to_numeric(frame[metric], errors="coerce").astype(np.float64)
+    arms = list(dict.fromkeys(frame[arm_col]))
+    if baseline not in arms:
+        from fdseg._checks import did_you_mean
+
+        raise KeyError(
+            f"baseline arm {baseline!r} is not among the arms{did_you_mean(baseline, arms)} arms: {arms}"
+        )
+    dup = frame.duplicated([arm_col, "seed", "fold", "id"])
+    if dup.any():
+        first = frame[dup].iloc[0]
+        raise ValueError(
+            f"arm {first[arm_col]!r}, seed {first['seed']}: image id {first['id']!r} appears twice"
+        )
+
+    def runs_of(arm: str) -> dict[tuple[int, int], pd.Series]:
+        part = frame[frame[arm_col] == arm]
+        out: dict[tuple[int, int], pd.Series] = {}
+        for key, g in part.groupby(["seed", "fold"], sort=True):
+            s, f = key
+            out[(int(s), int(f))] = g.set_index("id")[metric]  # type: ignore[call-overload]
+        return out
+
+    base_runs = runs_of(baseline)
+    rows: list[dict[str, Any]] = []
+    for arm in [baseline, *[a for a in arms if a != baseline]]:
+        runs = runs_of(arm)
+        per_seed: dict[int, list[pd.Series]] = {}
+        for (s, _f), values in runs.items():
+            per_seed.setdefault(s, []).append(values)
+        seed_means = {s: float(np.nanmean(pd.concat(v).to_numpy())) for s, v in per_seed.items()}
+        vals = np.array(list(seed_means.values()), dtype=np.float64)
+        row: dict[str, Any] = {
+            "arm": arm,
+            "seeds": len(seed_means),
+            "mean": float(vals.mean()) if vals.size else math.nan,
+            "sd": float(vals.std(ddof=1)) if vals.size > 1 else math.nan,
+            "n_images": int(max((sum(len(x) for x in v) for v in per_seed.values()), default=0)),
+        }
+        if arm == baseline:
+            row["notes"] = ""
+            rows.append(row)
+            continue
+        shared = sorted(set(runs) & set(base_runs))
+        notes: list[str] = []
+        only_b = sorted(set(base_runs) - set(runs))
+        only_c = sorted(set(runs) - set(base_runs))
+        if only_b or only_c:
+            notes.append(
+                "unpaired runs dropped (seed, fold): "
+                f"only in {baseline}: {_keys_text(only_b)}; only in {arm}: {_keys_text(only_c)}"
+            )
+        a_seed: dict[int, list[float]] = {}
+        b_seed: dict[int, list[float]] = {}
+        img_diffs: dict[str, list[float]] = {}
+        for key in shared:
+            pair = pd.concat({"a": base_runs[key], "b": runs[key]}, axis=1, join="inner").dropna()
+            a_seed.setdefault(key[0], []).extend(pair["a"].tolist())
+            b_seed.setdefault(key[0], []).extend(pair["b"].tolist())
+            for image_id, d in (pair["b"] - pair["a"]).items():
+                img_diffs.setdefault(str(image_id), []).append(float(d))
+        if not shared or not a_seed:
+            row["notes"] = "; ".join([*notes, f"no run of {arm} shares a seed (and fold) with {baseline}"])
+            rows.append(row)
+            continue
+        res = compare_seeds(
+            {s: float(np.mean(v)) for s, v in a_seed.items()},
+            {s: float(np.mean(v)) for s, v in b_seed.items()},
+            ci=ci,
+        )
+        notes.extend(res.pop("notes"))
+        for k in ("shared", "dropped_baseline", "dropped_compared"):
+            res.pop(k)
+        row.update(res)
+        diffs = np.array([np.mean(v) for v in img_diffs.values()], dtype=np.float64)
+        lo, hi = bootstrap_ci(diffs, n_boot=n_boot, ci=ci, seed=seed) if diffs.size else (math.nan, math.nan)
+        row.update(img_diff=float(diffs.mean()), img_ci_lo=lo, img_ci_hi=hi, n_img_pairs=int(diffs.size))
+        if diffs.size < 10:
+            notes.append(
+                f"only {diffs.size} image(s) paired: a per-image interval on fewer than 10 images is fragile"
+            )
+        row["notes"] = "; ".join(notes)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _keys_text(keys: Sequence[tuple[int, int]]) -> str:
+    if not keys:
+        return "none"
+    return ", ".join(f"seed {s}" + (f" fold {f}" if f >= 0 else "") for s, f in keys)

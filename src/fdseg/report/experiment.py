@@ -14,14 +14,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from fdseg.analysis import fd_layers
-from fdseg.metrics import paired_test, summarize, ttest_1samp_over_seeds, worst_best_off
+from fdseg.metrics import compare_to_baseline, summarize, worst_best_off
 from fdseg.report._html import Page, fmt
 from fdseg.report._load import read_csv
 from fdseg.report.run import add_history_section, add_per_sample_section
-from fdseg.viz import plot_method_comparison
+from fdseg.viz import plot_method_comparison, plot_metric_vs_value
 
 __all__ = ["BASELINE_NAMES", "compare_to_baseline", "write_experiment_report"]
 
@@ -39,83 +38,6 @@ def _pick_baseline(methods: Sequence[str], baseline: str | None) -> tuple[str, s
         if name in lowered:
             return lowered[name], f"the method named {lowered[name]!r}"
     return methods[0], "the first method listed in the results (no method is named like a baseline)"
-
-
-def compare_to_baseline(
-    base: pd.DataFrame, other: pd.DataFrame, *, value: str, seed_col: str | None
-) -> dict[str, Any]:
-    """Difference ``other - base`` of ``value`` with the strongest test the data allow.
-
-    Order of preference: paired t-test on seeds present in both (n >= 2 pairs); the paper's one-sample
-    t-test of the other method's seeds against a single baseline value; Welch's unpaired t-test when no
-    seed pairs exist; otherwise no test (``"n too small"``).
-
-    Args:
-        base: rows of the baseline method (one per seed).
-        other: rows of the compared method.
-        value: metric column.
-        seed_col: seed column, or ``None`` when the results carry none.
-
-    Returns:
-        ``{"test", "n", "delta", "delta_sd", "p_two_sided", "p_greater", "note"}`` (p NaN without a test).
-    """
-    nan = math.nan
-    b = base[[c for c in (seed_col, value) if c]].copy()
-    o = other[[c for c in (seed_col, value) if c]].copy()
-    b = b[np.isfinite(pd.to_numeric(b[value]).to_numpy(dtype=np.float64))]
-    o = o[np.isfinite(pd.to_numeric(o[value]).to_numpy(dtype=np.float64))]
-    out: dict[str, Any] = {"test": "none", "n": 0, "delta": nan, "delta_sd": nan}
-    out.update(p_two_sided=nan, p_greater=nan, note="")
-    if b.empty or o.empty:
-        out["note"] = "no finite value for one of the methods"
-        return out
-    bv = b[value].to_numpy(dtype=np.float64)
-    ov = o[value].to_numpy(dtype=np.float64)
-    out["delta"] = float(ov.mean() - bv.mean())
-    paired_ok = (
-        seed_col is not None and not b[seed_col].duplicated().any() and not o[seed_col].duplicated().any()
-    )
-    if paired_ok and seed_col is not None:
-        sb = pd.Series(bv, index=b[seed_col].astype(str).to_numpy())
-        so = pd.Series(ov, index=o[seed_col].astype(str).to_numpy())
-        shared = sorted(set(sb.index) & set(so.index))
-        if len(shared) >= 2:
-            diffs = so.loc[shared].to_numpy() - sb.loc[shared].to_numpy()
-            res = paired_test(sb.loc[shared], so.loc[shared], method="ttest")
-            out.update(
-                test="paired t-test over seeds",
-                n=len(shared),
-                delta=float(diffs.mean()),
-                delta_sd=float(diffs.std(ddof=1)),
-                p_two_sided=float(res["p_two_sided"]),
-                p_greater=float(res["p_greater"]),
-                note=str(res["note"]),
-            )
-            return out
-    if bv.size == 1 and ov.size >= 2:
-        res1 = ttest_1samp_over_seeds(ov, float(bv[0]))
-        out.update(
-            test="one-sample t-test of the seeds against the single baseline value",
-            n=int(ov.size),
-            p_two_sided=float(res1["p_two_sided"]),
-            p_greater=float(res1["p_greater"]),
-            note=str(res1["note"]),
-        )
-        return out
-    if bv.size >= 2 and ov.size >= 2 and (np.ptp(bv) > 0 or np.ptp(ov) > 0):
-        two = sps.ttest_ind(ov, bv, equal_var=False)
-        greater = sps.ttest_ind(ov, bv, equal_var=False, alternative="greater")
-        out.update(
-            test="Welch t-test (unpaired: no shared seeds)",
-            n=int(min(bv.size, ov.size)),
-            note=f"{ov.size} runs vs {bv.size} baseline runs",
-            p_two_sided=float(two.pvalue),
-            p_greater=float(greater.pvalue),
-        )
-        return out
-    out["n"] = int(min(bv.size, ov.size))
-    out["note"] = "n too small for a test"
-    return out
 
 
 def _sentence(
@@ -146,7 +68,11 @@ def _results_table(results: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFram
     for metric in metrics:
         s = summarize(results, value=metric, by=keys, ci_method="t")
         cells = {
-            (str(r["condition"]), str(r["method"])): f"{fmt(r['mean'])} ± {fmt(r['sd'])} (n = {int(r['n'])})"
+            (str(r["condition"]), str(r["method"])): (
+                f"{fmt(r['mean'])} ± {fmt(r['sd'])} (n = {int(r['n'])})"
+                if int(r["n"]) > 1
+                else f"{fmt(r['mean'])} (1 seed)"
+            )
             for _, r in s.iterrows()
         }
         table[metric] = [cells[(str(c), str(m))] for c, m in zip(table["condition"], table["method"])]
@@ -228,13 +154,48 @@ def _worst_best_section(
             entry: dict[str, Any] = {"condition": condition, "method": method}
             for column in ("worst Δ", "best Δ", "all Δ"):
                 vals = part[column].to_numpy(dtype=np.float64)
-                sd = fmt(float(vals.std(ddof=1))) if vals.size > 1 else "n/a"
-                entry[column] = f"{fmt(float(vals.mean()))} ± {sd} (n = {vals.size} seeds)"
+                if vals.size > 1:
+                    sd = fmt(float(vals.std(ddof=1)))
+                    entry[column] = f"{fmt(float(vals.mean()))} ± {sd} (n = {vals.size} seeds)"
+                else:
+                    entry[column] = f"{fmt(float(vals.mean()))} (1 seed)"
             agg.append(entry)
         page.table(pd.DataFrame(agg), caption="mean ± sd over seeds of the per-seed differences above")
     else:
         page.missing("no baseline/method run pair with per-image results was found for this comparison.")
     page.bullets(sorted(set(problems)))
+
+
+_PAIRED_COLUMNS = {
+    "arm": "arm",
+    "seeds": "seeds",
+    "mean": "mean",
+    "sd": "sd over seeds",
+    "n": "paired seeds",
+    "mean_diff": "Δ (paired)",
+    "d_z": "d_z",
+    "p_t": "p paired t",
+    "p_t_greater": "p paired t (arm > baseline)",
+    "p_w": "p Wilcoxon",
+    "p_1samp": "p one-sample t (§F5)",
+    "p_1samp_greater": "p one-sample t (arm > baseline)",
+    "img_diff": "per-image Δ",
+    "img_ci_lo": "per-image Δ CI lo",
+    "img_ci_hi": "per-image Δ CI hi",
+    "notes": "notes",
+}
+
+
+def _paired_section(page: Page, comparison: Mapping[str, pd.DataFrame], *, baseline: str) -> None:
+    page.heading(f"Paired comparison with '{baseline}'")
+    page.paragraph(
+        "Runs are paired by seed (and fold), images by id; seeds present in only one arm are dropped and "
+        "named in the notes. Δ = arm − baseline; one-sided p-values test arm > baseline. The per-image "
+        "interval is a 95% percentile bootstrap over images of the per-image difference averaged over seeds."
+    )
+    for metric, table in comparison.items():
+        shown = table[[c for c in _PAIRED_COLUMNS if c in table.columns]].rename(columns=_PAIRED_COLUMNS)
+        page.table(shown, caption=f"{metric}")
 
 
 def write_experiment_report(
@@ -250,6 +211,8 @@ def write_experiment_report(
     worst_k: int = 10,
     max_run_figures: int = 6,
     dpi: int = 100,
+    comparison: Mapping[str, pd.DataFrame] | None = None,
+    numeric_key: str | None = None,
 ) -> Path:
     """Write ``out_dir/report.html`` (self-contained) and ``out_dir/figures/*.png`` for an experiment.
 
@@ -272,6 +235,9 @@ def write_experiment_report(
         worst_k: k of the worst-off / best-off selection.
         max_run_figures: runs with figures (the rest are listed only).
         dpi: resolution of the figures.
+        comparison: metric -> the table of :func:`fdseg.metrics.compare_arms` (runs paired by seed and fold,
+            images by id), shown as "Paired comparison".
+        numeric_key: a numeric column of ``results`` that was swept (e.g. λ): adds a metric-vs-value plot.
 
     Returns:
         The path of ``report.html``.
@@ -357,6 +323,20 @@ def write_experiment_report(
         page.table(pd.DataFrame(rows))
     else:
         page.missing(f"only the baseline '{base_name}' is present: there is nothing to compare.")
+
+    if comparison:
+        _paired_section(page, comparison, baseline=base_name)
+
+    if numeric_key is not None and numeric_key in frame.columns:
+        page.heading(f"Metric against {numeric_key}")
+        for metric in metrics[:2]:
+            page.figure(
+                plot_metric_vs_value(
+                    frame, key=numeric_key, value=metric, title=f"{metric} vs {numeric_key}"
+                ),
+                f"vs_{numeric_key}_{metric}",
+                f"{metric} per seed (dots), mean over seeds (line) and 95% t-CI of the mean (band).",
+            )
 
     page.heading("Method comparison")
     for metric in metrics[:2]:

@@ -10,11 +10,18 @@ from typing import Any
 
 from torch import nn
 
+from fdseg.losses.baselines import DeepSupervisionLoss, PixelContrastiveLoss, decoder_channels
 from fdseg.losses.discrepancy import ExchangeableFeatureDiscrepancyLoss, FeatureDiscrepancyLoss
+from fdseg.losses.multiclass import (
+    PerClassExchangeableFeatureDiscrepancyLoss,
+    PerClassFeatureDiscrepancyLoss,
+    build_head_seg_loss,
+)
 from fdseg.losses.segmentation import build_seg_loss
 from fdseg.losses.weights import build_lambda_strategy
 from fdseg.models import FeatureTap, create_model
 from fdseg.training.config import ExperimentConfig
+from fdseg.training.heads import build_head, is_multiclass, run_classes
 from fdseg.training.phases import Phase
 from fdseg.training.task import SegmentationTask
 
@@ -42,7 +49,11 @@ def tap_layers(cfg: ExperimentConfig, model: nn.Module) -> list[str]:
 
 
 def build_fd_loss(cfg: ExperimentConfig, layers: list[str]) -> nn.Module:
-    """L_fd over ``layers`` with the configured preset and options."""
+    """L_fd over ``layers`` with the configured preset and options (per class for a multi-class head)."""
+    if is_multiclass(cfg):
+        return PerClassFeatureDiscrepancyLoss(
+            layers, run_classes(cfg), preset=cfg.loss.fd_preset, **cfg.loss.fd_options
+        )
     return FeatureDiscrepancyLoss(layers, preset=cfg.loss.fd_preset, **cfg.loss.fd_options)
 
 
@@ -53,6 +64,15 @@ def build_fd_probe(cfg: ExperimentConfig, layers: list[str]) -> nn.Module:
 
 def build_exch_loss(cfg: ExperimentConfig, layers: list[str]) -> nn.Module:
     """L_fd + L_fd^exch over ``layers`` with the configured pairing (one module computes both)."""
+    if is_multiclass(cfg):
+        return PerClassExchangeableFeatureDiscrepancyLoss(
+            layers,
+            run_classes(cfg),
+            preset=cfg.loss.fd_preset,
+            pairing=cfg.loss.pairing,
+            seed=cfg.train.seed,
+            **cfg.loss.fd_options,
+        )
     return ExchangeableFeatureDiscrepancyLoss(
         layers,
         preset=cfg.loss.fd_preset,
@@ -60,6 +80,62 @@ def build_exch_loss(cfg: ExperimentConfig, layers: list[str]) -> nn.Module:
         seed=cfg.train.seed,
         **cfg.loss.fd_options,
     )
+
+
+#: Default weight of each baseline loss in the total (method-spec §F2: 0.1 for L_con).
+BASELINE_WEIGHTS = {"contrastive": 0.1, "deep_supervision": 1.0}
+_CON_OPTIONS = ("layer", "dim", "temperature", "max_fg", "max_bg", "mask_resize")
+_DEEPS_OPTIONS = ("layers", "depths")
+
+
+def build_baseline_loss(cfg: ExperimentConfig, model: nn.Module) -> nn.Module | None:
+    """The auxiliary baseline loss of ``loss.baseline`` (``None`` for ``none``), with fresh heads.
+
+    Its heads are sized from the model's ``feature_info`` (its decoder taps, ``dec*``).
+
+    Raises:
+        ValueError: the model declares no decoder taps, an unknown option or tap name.
+    """
+    name = cfg.loss.baseline
+    if name == "none":
+        return None
+    options = dict(cfg.loss.baseline_options)
+    allowed = _CON_OPTIONS if name == "contrastive" else _DEEPS_OPTIONS
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown loss.baseline_options {unknown} for {name}; valid: {list(allowed)}")
+    info = getattr(model, "feature_info", ())
+    try:
+        channels = decoder_channels(info)
+    except ValueError as err:
+        raise ValueError(
+            f"loss.baseline={name} needs decoder taps: model {cfg.model.name!r}: {err}"
+        ) from None
+    if name == "contrastive":
+        layer = str(options.pop("layer", next(reversed(channels))))
+        every = {f.name: int(f.channels) for f in info}
+        if layer not in every:
+            raise ValueError(
+                f"loss.baseline_options.layer {layer!r} is not a tap of {cfg.model.name!r}: {list(every)}"
+            )
+        return PixelContrastiveLoss(layer, every[layer], seed=cfg.train.seed, **options)
+    layers = options.get("layers")
+    if layers is not None:
+        bad = [n for n in layers if n not in channels]
+        if bad:
+            raise ValueError(
+                f"loss.baseline_options.layers {bad} are not decoder taps of {cfg.model.name!r}: "
+                f"{list(channels)}"
+            )
+        channels = {n: channels[n] for n in layers}
+    return DeepSupervisionLoss(channels, out_channels=cfg.model.out_channels, depths=options.get("depths"))
+
+
+def baseline_weight(cfg: ExperimentConfig) -> float:
+    """``loss.baseline_weight``, or the baseline's default."""
+    if cfg.loss.baseline_weight is not None:
+        return float(cfg.loss.baseline_weight)
+    return BASELINE_WEIGHTS.get(cfg.loss.baseline, 0.0)
 
 
 def lambda_kwargs(cfg: ExperimentConfig, warmup_epochs: int) -> dict[str, Any]:
@@ -81,17 +157,26 @@ def build_task(
     phase-1 length unless ``loss.lambda_kwargs`` gives one.
     """
     seg = build_seg_loss(cfg.loss.seg)
+    head = build_head(cfg)
+    if head is not None:  # the head's L_seg: binary on the one-hot classes, or softmax DiceCE
+        seg = build_head_seg_loss(head.head, head.num_classes, seg)
     tap: FeatureTap | None = None
     feats: Mapping[str, Any] = {}
     losses: list[nn.Module] = []
     strategy: Any = None
+    taps: list[str] = []
     if cfg.loss.fd:
         layers = tap_layers(cfg, model)
-        tap = FeatureTap(model, layers)
-        feats = tap.__enter__()
+        taps += layers
         losses.append(build_exch_loss(cfg, layers) if cfg.loss.exch else build_fd_loss(cfg, layers))
         if not cfg.train.compute_matched:
             strategy = build_lambda_strategy(cfg.loss.lambda_strategy, layers, **lambda_kwargs(cfg, warmup))
+    baseline = build_baseline_loss(cfg, model)
+    if baseline is not None:
+        taps += [n for n in getattr(baseline, "layers", ()) if n not in taps]
+    if taps:
+        tap = FeatureTap(model, taps)
+        feats = tap.__enter__()
     return SegmentationTask(
         model,
         tap=feats,
@@ -105,4 +190,8 @@ def build_task(
         phase=phase.index,
         channels_last=cuda,
         fused_adamw=cuda,
+        head=head,
+        aux_losses=[baseline] if baseline is not None else [],
+        aux_weight=baseline_weight(cfg),
+        aux_active=phase.index == 2 and not cfg.train.compute_matched,
     )

@@ -38,8 +38,35 @@ PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true")
 SPLIT_SCHEMES = ("code", "paper")
 DETERMINISTIC = ("warn", "true", "false")
 PREPROCESS = ("resize", "tile")
+HEADS = ("binary", "binary_per_class", "softmax")
 
 C = TypeVar("C")
+
+
+NOISE_APPLY_TO = ("all", "train", "test")
+NOVEL_SELECTIONS = ("first", "random")
+BASELINES = ("none", "contrastive", "deep_supervision")
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Fixed per-image Gaussian noise, ``clip(I + σ z, 0, 1)`` (method-spec §F4; :mod:`fdseg.data.noise`).
+
+    Attributes:
+        sigma: σ for images in [0, 1] (0: no noise).
+        apply_to: ``all``, ``train`` or ``test``; validation images follow the training ones, so with
+            ``test`` the checkpoint is selected on clean images.
+        seed: the noise seed; z depends only on (seed, image id, source), the same in every arm and epoch.
+    """
+
+    sigma: float = 0.0
+    apply_to: str = "all"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_option("data.noise.apply_to", self.apply_to, NOISE_APPLY_TO)
+        if not self.sigma >= 0:
+            raise ValueError(f"data.noise.sigma must be >= 0, got {self.sigma}")
 
 
 @dataclass(frozen=True)
@@ -76,6 +103,16 @@ class DataConfig:
         augment: training augmentation: ``paper`` (identity, flips, 90°/270° rotations, one per sample),
             ``flip_rot90`` or ``none`` (see :mod:`fdseg.data.transforms`).
         cache_dir: where resized arrays are cached (``None``: ``.cache`` beside the run directory).
+        folds: cross-validation: the number of test folds K (>= 2; ``None``: one train/val/test split).
+            The base images are partitioned into K disjoint folds of whole patient/slide groups that cover
+            every image once (:func:`fdseg.data.splits.make_folds`, seeded by ``split_seed``); the run tests
+            on fold ``fold``, validates on ``val_fraction`` (default 0.2) of the other folds and trains on the
+            rest. An official test split is not used with folds.
+        fold: the test fold of this run, in [0, folds).
+        novel_selection: which novel images are added: ``first`` (the first k in natural id order) or
+            ``random`` (the first k of a permutation seeded by ``split_seed``); both nested across k, both
+            drawn from the novel dataset's training part only.
+        noise: fixed per-image Gaussian noise (:class:`NoiseConfig`; σ = 0 by default).
     """
 
     base: str = "synthetic:data/synthetic/base?family=nuclei&site=base&n=60&seed=0&size=64"
@@ -93,6 +130,10 @@ class DataConfig:
     cache_dir: str | None = None
     preprocess: str = "resize"
     tile_stride: int | None = None
+    folds: int | None = None
+    fold: int = 0
+    novel_selection: str = "first"
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
 
     def __post_init__(self) -> None:
         check_option("data.split_scheme", self.split_scheme, SPLIT_SCHEMES)
@@ -105,6 +146,20 @@ class DataConfig:
                     f"data.tile_stride must be in [1, data.image_size={self.image_size}] so that tiles "
                     f"cover the image, got {self.tile_stride}"
                 )
+        check_option("data.novel_selection", self.novel_selection, NOVEL_SELECTIONS)
+        if self.noise.sigma > 0 and self.preprocess == "tile":
+            raise ValueError("data.noise is not supported with data.preprocess=tile (use resize)")
+        if self.folds is not None and self.folds < 2:
+            raise ValueError(
+                f"data.folds must be >= 2 (or null for no cross-validation), got {self.folds}: "
+                "1 fold leaves no image for training"
+            )
+        if self.folds is None and self.fold != 0:
+            raise ValueError(f"data.fold={self.fold} needs data.folds (the number of folds)")
+        if self.folds is not None and not 0 <= self.fold < self.folds:
+            raise ValueError(
+                f"data.fold must be in [0, {self.folds - 1}] for data.folds={self.folds}, got {self.fold}"
+            )
         if ":" not in self.base:
             raise ValueError(f"data.base must be a dataset spec NAME:PATH, got {self.base!r}")
         if self.novel is not None and ":" not in self.novel:
@@ -130,14 +185,38 @@ class ModelConfig:
     Attributes:
         name: a name of :func:`fdseg.models.list_models`.
         in_channels: image channels (3 for RGB).
-        out_channels: 1 for binary segmentation.
+        out_channels: 1 for binary segmentation; K (``binary_per_class``) or K + 1 (``softmax``) for K
+            foreground classes.
         kwargs: further options of the model (``base_width``, ``depth``, …).
+        head: ``binary`` (default, one sigmoid output), ``binary_per_class`` (one sigmoid output per
+            foreground class against a shared background, method-spec §F7) or ``softmax`` (K + 1 logits,
+            background first). A multi-class head trains on the dataset's class maps
+            (``consep:…?classes=7|4``, ``synthetic:…?family=nuclei_mc``) with per-class L_fd.
+        class_threshold: ``binary_per_class`` aggregation: a pixel takes the class of highest probability
+            where that probability exceeds this threshold, else background (recorded in the summary).
     """
 
     name: str = "unet"
     in_channels: int = 3
     out_channels: int = 1
     kwargs: dict[str, Any] = field(default_factory=dict)
+    head: str = "binary"
+    class_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_option("model.head", self.head, HEADS)
+        if self.head == "binary" and self.out_channels != 1:
+            raise ValueError(
+                f"model.out_channels = {self.out_channels} with model.head = binary; use 1, or a multi-class "
+                "head (binary_per_class: K channels, softmax: K + 1)"
+            )
+        if self.head == "softmax" and self.out_channels < 2:
+            raise ValueError(
+                f"model.head = softmax needs out_channels >= 2 (background + classes), got "
+                f"{self.out_channels}"
+            )
+        if not 0.0 < self.class_threshold < 1.0:
+            raise ValueError(f"model.class_threshold must be in (0, 1), got {self.class_threshold}")
 
 
 @dataclass(frozen=True)
@@ -156,6 +235,15 @@ class LossConfig:
         lambda_strategy: how λ evolves per epoch (``schedule``, ``dual``, ``fixed``, ``code_exact``).
         lambda_kwargs: options of the strategy; ``lambda_max`` defaults to 0.001 per layer and the warm-up
             length is the phase-1 length (``train.epochs_phase1``) unless given here.
+        baseline: an auxiliary baseline loss of the data-addition study (method-spec §F2,
+            :mod:`fdseg.losses.baselines`): ``none``, ``contrastive`` (L_con) or ``deep_supervision``
+            (L_deeps). It follows L_fd's warm start: off in phase 1, on in phase 2 (off in both phases of
+            the compute-matched baseline); its heads are trained parameters saved in the checkpoints and
+            dropped at inference.
+        baseline_weight: its weight in the total loss (``None``: 0.1 for L_con, 1.0 for L_deeps).
+        baseline_options: L_con: ``layer`` (default: the model's highest-resolution decoder tap), ``dim``
+            (128), ``temperature`` (0.1), ``max_fg`` / ``max_bg`` (256), ``mask_resize`` (``nearest``);
+            L_deeps: ``layers`` (default: every decoder tap), ``depths`` (default from the names).
     """
 
     seg: str = "dice_bce"
@@ -167,8 +255,14 @@ class LossConfig:
     pairing: str = "shift"
     lambda_strategy: str = "schedule"
     lambda_kwargs: dict[str, Any] = field(default_factory=lambda: {"lambda_max": 0.001})
+    baseline: str = "none"
+    baseline_weight: float | None = None
+    baseline_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_option("loss.baseline", self.baseline, BASELINES)
+        if self.baseline_weight is not None and not self.baseline_weight >= 0:
+            raise ValueError(f"loss.baseline_weight must be >= 0, got {self.baseline_weight}")
         check_option("loss.seg", self.seg, SEG_LOSSES)
         check_option("loss.pairing", self.pairing, PAIRINGS)
         check_option("loss.lambda_strategy", self.lambda_strategy, LAMBDA_STRATEGIES)
@@ -285,8 +379,9 @@ class ExperimentConfig:
     # -- phases ---------------------------------------------------------------------------------------------
     @property
     def has_phase2(self) -> bool:
-        """Whether the run has a second phase (L_fd on, or the compute-matched baseline)."""
-        return self.train.epochs_phase2 > 0 and (self.loss.fd or self.train.compute_matched)
+        """Whether the run has a second phase (L_fd or a baseline on, or the compute-matched baseline)."""
+        auxiliary = self.loss.fd or self.loss.baseline != "none"
+        return self.train.epochs_phase2 > 0 and (auxiliary or self.train.compute_matched)
 
     # -- (de)serialisation ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

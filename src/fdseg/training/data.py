@@ -29,8 +29,16 @@ from fdseg.data.cache import CachedDataset
 from fdseg.data.cache import resize_image as _resize_image
 from fdseg.data.errors import SplitError
 from fdseg.data.formats._io import read_image
-from fdseg.data.pooling import PooledDataset, addition_schedule, select_subset
-from fdseg.data.splits import SourceSplit, check_split, load_splits, save_splits, split_dataset
+from fdseg.data.noise import GaussianNoise
+from fdseg.data.pooling import PooledDataset, addition_schedule, novel_training_ids, select_subset
+from fdseg.data.splits import (
+    SourceSplit,
+    check_split,
+    fold_split,
+    load_splits,
+    save_splits,
+    split_dataset,
+)
 from fdseg.data.torch_dataset import SegmentationDataset, collate
 from fdseg.data.transforms import build_transforms
 from fdseg.training.config import ExperimentConfig
@@ -119,6 +127,9 @@ class RunData:
         seed: seed of the training shuffle and augmentation.
         augment: the training augmentation (a name of :data:`fdseg.data.transforms.TRANSFORMS`).
         num_workers: DataLoader workers.
+        noise: fixed per-image Gaussian noise on the splits it applies to (training images, novel ones
+            included, with ``train``/``all``; validation follows training; test with ``test``/``all``). A
+            novel image's field is seeded apart from the base images' (``seed`` + source).
     """
 
     base: CachedDataset
@@ -128,6 +139,7 @@ class RunData:
     augment: str = "paper"
     num_workers: int = 0
     new_split: dict[str, SourceSplit] | None = None
+    noise: GaussianNoise | None = None
     _positions: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
     _index: dict[str, list[int]] | None = field(default=None, init=False, repr=False)
     _stream: DataStream | None = field(default=None, init=False, repr=False)
@@ -158,6 +170,13 @@ class RunData:
             self._positions[name] = item_positions(data, ids) if data is not None and ids else []
         return self._positions[name]
 
+    def _noise(self, name: str, source: int) -> GaussianNoise | None:
+        if self.noise is None or not self.noise.applies_to(name):
+            return None
+        if source == 0:
+            return self.noise
+        return GaussianNoise(self.noise.sigma, seed=self.noise.seed + source, apply_to=self.noise.apply_to)
+
     def _dataset(self, name: str, *, train: bool) -> Dataset[Any]:
         transforms = build_transforms(self.augment) if train else None
         base = SegmentationDataset(
@@ -165,6 +184,7 @@ class RunData:
             self.positions(name),
             transforms=transforms,
             source=0,
+            noise=self._noise(name, 0),
             generator=self.stream.augment[0] if train else None,
         )
         if not (name == "train" and self.novel is not None and self.split.get("novel")):
@@ -174,6 +194,7 @@ class RunData:
             self.positions("novel"),
             transforms=transforms,
             source=1,
+            noise=self._noise(name, 1),
             generator=self.stream.augment[1] if train else None,
         )
         return PooledDataset([base, novel])
@@ -329,7 +350,9 @@ def _open_cached(spec: str, cfg: ExperimentConfig, run_dir: Path) -> CachedDatas
     if cfg.data.preprocess == "tile":
         stride = cfg.data.tile_stride or cfg.data.image_size
         return CachedDataset(raw, None, cache_dir, tile=cfg.data.image_size, stride=stride)
-    return CachedDataset(raw, cfg.data.image_size, cache_dir)
+    # a multi-class head trains on the class maps (uint8 labels) instead of the binary foreground
+    target = "classes" if cfg.model.head != "binary" else "mask"
+    return CachedDataset(raw, cfg.data.image_size, cache_dir, target=target)
 
 
 def build_run_data(cfg: ExperimentConfig, run_dir: str | Path, *, write_split: bool = True) -> RunData:
@@ -349,46 +372,80 @@ def build_run_data(cfg: ExperimentConfig, run_dir: str | Path, *, write_split: b
     base = _open_cached(cfg.data.base, cfg, run_dir)
     novel = _open_cached(cfg.data.novel, cfg, run_dir) if cfg.data.novel else None
     path = run_dir / "split.json"
+    new_split: dict[str, SourceSplit] | None = None
     if path.is_file():
         sources = load_splits(path)
         split = _check_saved(path, sources, base, novel, grouped=cfg.data.split_grouped)
     else:
-        base_split = split_dataset(
-            ImageView.of(base),
-            scheme=cfg.data.split_scheme,
-            seed=cfg.data.split_seed,
-            test=cfg.data.test_fraction,
-            val=cfg.data.val_fraction,
-            use_groups=cfg.data.split_grouped,
-            use_official=cfg.data.split_official,
-            spec=cfg.data.base,
+        view = ImageView.of(base)
+        base_split = (
+            fold_split(
+                view.ids,
+                cfg.data.folds,
+                cfg.data.fold,
+                groups=view.groups if cfg.data.split_grouped else None,
+                seed=cfg.data.split_seed,
+                val=0.2 if cfg.data.val_fraction is None else cfg.data.val_fraction,
+                spec=cfg.data.base,
+            )
+            if cfg.data.folds is not None
+            else split_dataset(
+                view,
+                scheme=cfg.data.split_scheme,
+                seed=cfg.data.split_seed,
+                test=cfg.data.test_fraction,
+                val=cfg.data.val_fraction,
+                use_groups=cfg.data.split_grouped,
+                use_official=cfg.data.split_official,
+                spec=cfg.data.base,
+            )
         )
         sources = {"base": base_split}
         split = {name: list(base_split[name]) for name in SPLIT_NAMES}
         split["novel"] = []
         if novel is not None and cfg.data.novel is not None:
+            pool = novel_training_ids(novel.records, spec=cfg.data.novel)
             k = cfg.data.novel_k
             if k is None:
                 fraction = 1.0 if cfg.data.novel_fraction is None else cfg.data.novel_fraction
-                k = addition_schedule(len(novel.records), [fraction])[0]
-            split["novel"] = select_subset(ImageView.of(novel).ids, k)
+                k = addition_schedule(len(pool), [fraction])[0]
+            if k > len(pool):
+                raise SplitError(
+                    f"data.novel_k = {k} is larger than the training pool of {cfg.data.novel!r} "
+                    f"({len(pool)} images; official test images are never added)"
+                )
+            selection = cfg.data.novel_selection
+            split["novel"] = select_subset(pool, k, selection=selection, seed=cfg.data.split_seed)
+            official = "official train split" if len(pool) < len(novel.records) else "every image"
+            rule = (
+                "first k ids in natural order (nested across k)"
+                if selection == "first"
+                else f"first k of a permutation seeded by {cfg.data.split_seed} (nested across k)"
+            )
             sources["novel"] = SourceSplit(
                 sets={"train": tuple(split["novel"])}, spec=cfg.data.novel, scheme="custom",
-                meta={"rule": "first k ids in natural order (nested across k)"},
+                meta={"rule": rule, "pool": official},
             )  # fmt: skip
         for name in SPLIT_NAMES:
             if not split[name]:
                 raise SplitError(f"split of {cfg.data.base!r} leaves the {name} set empty ({_counts(split)})")
-        data = RunData(
-            base, novel, split, seed=cfg.train.seed, augment=cfg.data.augment,
-            num_workers=cfg.train.num_workers, new_split=sources,
-        )  # fmt: skip
-        if write_split:
-            data.save_split(path)
-        return data
-    return RunData(
-        base, novel, split, seed=cfg.train.seed, augment=cfg.data.augment, num_workers=cfg.train.num_workers
+        new_split = sources
+    noise = cfg.data.noise
+    data = RunData(
+        base,
+        novel,
+        split,
+        seed=cfg.train.seed,
+        augment=cfg.data.augment,
+        num_workers=cfg.train.num_workers,
+        noise=GaussianNoise(noise.sigma, seed=noise.seed, apply_to=noise.apply_to)
+        if noise.sigma > 0
+        else None,
+        new_split=new_split,
     )
+    if write_split:
+        data.save_split(path)
+    return data
 
 
 def _counts(split: dict[str, list[str]]) -> dict[str, int]:
@@ -437,6 +494,17 @@ def _check_saved(
             raise SplitError(f"{path}: {err}") from None
     split = {name: list(sources["base"][name]) for name in SPLIT_NAMES}
     split["novel"] = list(sources["novel"]["train"]) if "novel" in sources and novel is not None else []
+    if novel is not None and split["novel"]:
+        try:
+            pool = set(novel_training_ids(novel.records, spec=novel.raw.spec))
+        except ValueError as err:
+            raise SplitError(f"{path}: {err}") from None
+        outside = [i for i in split["novel"] if i not in pool]
+        if outside:
+            raise SplitError(
+                f"{path}: novel ids {outside[:5]} are not in the novel dataset's training part "
+                "(official test images are never added)"
+            )
     return split
 
 

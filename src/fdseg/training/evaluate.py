@@ -7,40 +7,71 @@ layer per image (``FeatureDiscrepancyLoss.per_image``; an image without foregrou
 scale has no L_fd there: NaN). It also reports the released code's soft batch Dice (probabilities, batches of
 ``train.eval_batch_size``, averaged over batches) under its own name, ``soft_batch_dice``.
 
-A run trained on tiles (``data.preprocess: tile``) is evaluated per *image* at native resolution: each test
-image is segmented with a sliding window of ``data.image_size``² (:func:`sliding_window_logits`: overlap 0.25,
-Gaussian blending), metrics are counted on the whole image, ``fd/<layer>`` is the mean (over the image's tiles
-that have both foreground and background at that layer) of the per-tile L_fd, and ``soft_batch_dice`` is
-averaged over images (batches of one image). The summary's ``mode`` says which evaluation ran (``resize``:
-per cached resized image; ``sliding``: per native image).
+What is evaluated, and where the results go (``<run>/<folder>/{per_sample.csv,summary.json}``):
+
+- ``split``: the run's own ``test`` (default), ``val`` or ``train`` images → folder ``<split>``.
+- ``dataset="NAME:PATH"``: every image of another dataset with ground truth (external validation, e.g. a
+  TNBC-trained run on the MoNuSeg test set) → folder ``external/<format>-<folder name>``, so the run's own
+  results are never overwritten.
+- ``views="paper"``: the paper's 5-view augmented test set (method-spec §D3, §F1): identity, horizontal
+  flip, vertical flip, rotation by 90° and by 270° (counter-clockwise, ``np.rot90`` with k = 1 and k = -1)
+  of every image, each view one row with a ``view`` column → suffix ``_views`` (e.g. ``test_views``).
+- ``at="native"``: each image at its native size: resized to the training size as in training, segmented,
+  the *probabilities* resized back bilinearly and thresholded, metrics counted against the native mask
+  → suffix ``_native``. ``at="training"`` (default) counts on the cached images of the training size.
+
+A run trained on tiles (``data.preprocess: tile``) is always evaluated per *image* at native resolution:
+each image is segmented with a sliding window of ``data.image_size``² (:func:`sliding_window_logits`:
+overlap 0.25, Gaussian blending), metrics are counted on the whole image, ``fd/<layer>`` is the mean (over
+the image's tiles that have both foreground and background at that layer) of the per-tile L_fd, and
+``soft_batch_dice`` is averaged over images (batches of one image). The summary's ``mode`` says which
+evaluation ran (``resize``: per cached resized image; ``native``: resized for the network, scored at native
+size; ``sliding``: per native image).
+
+An evaluation on fewer than :data:`MIN_IMAGES` images, or whose images all come from one patient/slide
+group, logs a warning and records it under ``warnings`` in the summary.
 
 :func:`predict` segments new image files in one of two modes: ``resize`` (resize to the training size,
-segment, resize the mask back) or ``sliding`` (sliding window at native resolution).
+segment, resize the probabilities back bilinearly, threshold) or ``sliding`` (sliding window at the
+training magnification; see :func:`training_scale`).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
-from collections.abc import Sequence
+import json
+import logging
+import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.inferers.inferer import SlidingWindowInferer
 from PIL import Image
+from scipy import ndimage
 
 from fdseg._checks import check_option, did_you_mean
+from fdseg.data.base import open_dataset
+from fdseg.data.cache import CachedDataset, resize_mask
+from fdseg.data.cache import resize_image as resize_to
+from fdseg.data.formats._io import image_size
+from fdseg.data.splits import load_splits
 from fdseg.metrics import confusion_counts, metrics_from_counts, soft_batch_dice
 from fdseg.models import FeatureTap
 from fdseg.training.build import build_fd_probe, build_model, tap_layers
-from fdseg.training.data import RunData, build_run_data, load_image, resize_image
+from fdseg.training.data import RunData, build_run_data, load_image
 from fdseg.training.history import atomic_write_text
 from fdseg.training.run import Runtime, load_model_weights, read_config, write_json
 
 if TYPE_CHECKING:
     from torch import nn
+
+log = logging.getLogger(__name__)
 
 CHECKPOINTS = ("best", "last", "phase1_best")
 SPLITS = ("test", "val", "train")
@@ -49,6 +80,54 @@ METRIC_COLUMNS = ("dice", "iou", "sensitivity", "specificity", "precision")
 PREDICT_MODES = ("resize", "sliding")
 #: Fraction of the window shared by neighbouring sliding windows.
 SLIDING_OVERLAP: Final = 0.25
+#: View sets of :func:`evaluate_run`: ``none`` (the images as they are) and ``paper`` (method-spec §D3).
+VIEW_SETS: Final[dict[str, tuple[str, ...]]] = {
+    "none": ("identity",),
+    "paper": ("identity", "hflip", "vflip", "rot90", "rot270"),
+}
+#: Where :func:`evaluate_run` counts the metrics: on the training-size images or at native size.
+EVAL_AT = ("training", "native")
+#: Evaluations on fewer images than this are flagged in the summary's ``warnings``.
+MIN_IMAGES: Final = 10
+#: Probability file formats of :func:`predict`: float32 TIFF, or 16-bit PNG (p·65535, rounded).
+PROB_FORMATS = ("tiff", "png16")
+#: RGB colour of the predicted contour in :func:`predict`'s overlays.
+OVERLAY_COLOUR: Final = (0, 255, 0)
+
+
+# -- views -------------------------------------------------------------------------------------------------
+
+
+def view_array(array: np.ndarray, view: str) -> np.ndarray:
+    """One view of an (H, W[, C]) array: ``identity``, ``hflip`` (left-right), ``vflip`` (up-down),
+    ``rot90`` / ``rot270`` (counter-clockwise by 90° / 270°, ``np.rot90`` with k = 1 / k = -1)."""
+    if view == "identity":
+        return array
+    if view == "hflip":
+        out = array[:, ::-1]
+    elif view == "vflip":
+        out = array[::-1]
+    elif view in ("rot90", "rot270"):
+        out = np.rot90(array, k=1 if view == "rot90" else -1, axes=(0, 1))
+    else:
+        raise ValueError(f"unknown view {view!r}; valid: {VIEW_SETS['paper']}")
+    return np.ascontiguousarray(out)
+
+
+def view_tensor(x: torch.Tensor, view: str) -> torch.Tensor:
+    """:func:`view_array` of a (B, C, H, W) tensor (the same pixel moves on the last two axes)."""
+    if view == "identity":
+        return x
+    if view == "hflip":
+        return torch.flip(x, dims=(3,))
+    if view == "vflip":
+        return torch.flip(x, dims=(2,))
+    if view in ("rot90", "rot270"):
+        return torch.rot90(x, k=1 if view == "rot90" else -1, dims=(2, 3))
+    raise ValueError(f"unknown view {view!r}; valid: {VIEW_SETS['paper']}")
+
+
+# -- loading -----------------------------------------------------------------------------------------------
 
 
 def _checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
@@ -72,6 +151,82 @@ def _load(run_dir: Path, checkpoint: str, runtime: Runtime) -> tuple[Any, nn.Mod
     return cfg, model, device
 
 
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "data"
+
+
+def _external_data(cfg: Any, run_dir: Path, spec: str, *, native: bool) -> tuple[RunData, str]:
+    """Another dataset as the ``test`` set of a :class:`RunData`, cached like the run's own data.
+
+    With ``native`` (and a run trained on resized images) the images are cached at native size, since the
+    network input is resized from them anyway. Returns the data and its output folder name
+    ``<format>-<folder name>`` (with a hash of the spec added when that folder already holds the results
+    of another spec).
+    """
+    try:
+        raw = open_dataset(spec)
+        records = raw.records
+    except KeyError as err:
+        raise ValueError(f"--data {spec!r}: {err.args[0] if err.args else err}") from None
+    if not records:
+        raise ValueError(f"--data {spec!r}: the dataset has no images")
+    unlabelled = [r for r in records if not r.mask_files]
+    if unlabelled:
+        raise ValueError(
+            f"--data {spec!r}: {len(unlabelled)} of {len(records)} images have no ground-truth mask "
+            f"(e.g. {unlabelled[0].image}); external evaluation needs one for every image"
+        )
+    cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir.parent / ".cache"
+    if cfg.data.preprocess == "tile":
+        stride = cfg.data.tile_stride or cfg.data.image_size
+        cached = CachedDataset(raw, None, cache_dir, tile=cfg.data.image_size, stride=stride)
+    elif native:
+        cached = CachedDataset(raw, None, cache_dir)
+    else:
+        cached = CachedDataset(raw, cfg.data.image_size, cache_dir)
+    channels = int(np.asarray(cached[0]["image"]).shape[-1])
+    if channels != cfg.model.in_channels:
+        raise ValueError(
+            f"--data {spec!r}: images have {channels} channel(s) but the run's model takes "
+            f"{cfg.model.in_channels} (model.in_channels)"
+        )
+    ids = [r.id for r in records]
+    data = RunData(cached, None, {"train": [], "val": [], "test": ids}, seed=cfg.train.seed)
+    name = _slug(f"{raw.format_name}-{Path(raw.root).name}")
+    saved = run_dir / "external" / name / "summary.json"
+    if saved.is_file():
+        try:
+            other = json.loads(saved.read_text()).get("data")
+        except (OSError, ValueError):
+            other = None
+        if other not in (None, raw.spec):
+            name = f"{name}-{hashlib.sha1(raw.spec.encode()).hexdigest()[:8]}"
+    return data, name
+
+
+def evaluation_dir(run_dir: str | Path, *, split: str = "test", views: str = "none", at: str = "training",
+                   external: str | None = None, tiled: bool = False) -> Path:  # fmt: skip
+    """The folder :func:`evaluate_run` writes to (see the module docstring).
+
+    Args:
+        run_dir: the run directory.
+        split: the run's split (ignored when ``external`` is given).
+        views: a key of :data:`VIEW_SETS`.
+        at: one of :data:`EVAL_AT`.
+        external: the external dataset's folder name (``<format>-<folder name>``), or ``None``.
+        tiled: whether the run was trained on tiles (always evaluated at native size: no ``_native``).
+    """
+    name = f"external/{external}" if external is not None else split
+    if at == "native" and not tiled:
+        name += "_native"
+    if views != "none":
+        name += "_views"
+    return Path(run_dir) / name
+
+
+# -- evaluation --------------------------------------------------------------------------------------------
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -79,75 +234,245 @@ def evaluate_run(
     checkpoint: str = "best",
     runtime: Runtime | None = None,
     data: RunData | None = None,
+    views: str = "none",
+    at: str = "training",
+    dataset: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one checkpoint of a run per image and write ``<run>/<split>/{per_sample.csv,summary.json}``.
+    """Evaluate one checkpoint of a run per image; write ``per_sample.csv`` and ``summary.json``.
+
+    The folder is ``<run>/<split>`` for the plain evaluation and gets ``_native`` / ``_views`` suffixes, or
+    is ``<run>/external/<name>`` for another dataset (:func:`evaluation_dir`).
 
     Args:
         run_dir: a trained run directory.
         split: ``test`` (default), ``val`` or ``train`` (ids from ``split.json``).
         checkpoint: ``best``, ``last`` or ``phase1_best``.
         runtime: device choice (CPU by default).
-        data: the run's data when already built (skips rebuilding it).
+        data: the run's data when already built (skips rebuilding it; ignored with ``dataset``).
+        views: ``none`` (default) or ``paper`` (the 5-view augmented set of method-spec §D3/§F1: every
+            image as identity, hflip, vflip, rot90, rot270, each scored as its own row).
+        at: ``training`` (default; metrics on the training-size images) or ``native`` (probabilities
+            resized bilinearly to each image's native size, then thresholded).
+        dataset: a dataset spec ``NAME:PATH[?opt=v]`` with ground truth to score the run on instead of its
+            own split (every image of it).
 
     Returns:
-        The summary: ``{"split", "checkpoint", "n", "mean": {metric: value}, "per_source": …,
-        "empty_gt", "empty_policy", "threshold", "soft_batch_dice", "fd_mean": {layer: value}}``.
+        The summary: ``{"split", "checkpoint", "data", "views", "view_names", "at", "mode", "n",
+        "n_images", "n_groups", "warnings", "mean": {metric: value}, "per_view": {view: {...}},
+        "per_source", "empty_gt", "empty_policy", "threshold", "soft_batch_dice", "fd_mean": {layer: value},
+        "dir"}``; ``n`` counts rows (images × views).
 
     Raises:
-        FileNotFoundError: no such run or checkpoint.
-        ValueError: unknown split or checkpoint name.
+        FileNotFoundError: no such run, checkpoint or dataset folder.
+        ValueError: an unknown split, checkpoint, view set or ``at``; a dataset spec that cannot be opened,
+            an image that cannot be read (named), a dataset without ground truth or with another channel
+            count than the model's.
     """
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid: {SPLITS}")
+    check_option("split", split, SPLITS)
+    check_option("view set", views, tuple(VIEW_SETS))
+    check_option("evaluation size (at)", at, EVAL_AT)
+    if dataset is not None and split != "test":
+        raise ValueError(
+            f"split {split!r} has no meaning with an external dataset (all its images are scored)"
+        )
     run_dir = Path(run_dir)
     runtime = runtime or Runtime()
     cfg, model, device = _load(run_dir, checkpoint, runtime)
+    if cfg.model.head != "binary":  # multi-class: per-image, per-class long-form rows
+        return _evaluate_multiclass(cfg, model, device, run_dir, data, split, checkpoint, views, at, dataset)
+    external: str | None = None
+    if dataset is not None:
+        data, external = _external_data(cfg, run_dir, dataset, native=at == "native")
+        split = "test"
     data = data or build_run_data(cfg, run_dir)
+    view_names = VIEW_SETS[views]
     layers = tap_layers(cfg, model)
     probe: Any = build_fd_probe(cfg, layers).to(device)
-    rows: list[dict[str, Any]] = []
-    soft: list[float] = []
+    soft: dict[str, list[float]] = {view: [] for view in view_names}
     with FeatureTap(model, layers) as feats, torch.no_grad():
-        for batch in data.eval_loader(split, cfg.train.eval_batch_size):
-            image = batch["image"].to(device)
-            mask = batch["mask"].to(device)
-            logits = model(image).float()
-            features = {k: v.float() for k, v in feats.items()}
-            fd_values = probe.per_image(features, mask)  # layer -> (B,), NaN where no fg or no bg
-            sources = batch.get("source")
-            for b, sample_id in enumerate(batch["id"]):
-                row: dict[str, Any] = {
-                    "id": sample_id,
-                    "source": int(sources[b]) if sources is not None else 0,
-                }
-                row.update(_metric_row(logits[b : b + 1], mask[b : b + 1]))
-                row.update({f"fd/{layer}": float(values[b]) for layer, values in fd_values.items()})
-                rows.append(row)
-            if not data.tiled:
-                soft.append(float(soft_batch_dice(torch.sigmoid(logits), mask)))
+        if at == "native" and not data.tiled:
+            rows = _native_rows(
+                model, feats, probe, data, split, view_names, soft, cfg.data.image_size, device
+            )
+        else:
+            rows = _batched_rows(model, feats, probe, data, split, view_names, soft, cfg, device)
     if data.tiled:
-        rows, soft = _per_image_rows(
+        rows = _per_image_rows(
             model,
             data,
             split,
             rows,
+            view_names,
+            soft,
             roi=cfg.data.image_size,
             sw_batch_size=cfg.train.eval_batch_size,
             device=device,
         )
     if not rows:
         raise ValueError(f"{run_dir}: the {split} split is empty")
-    out_dir = run_dir / split
+    out_dir = evaluation_dir(run_dir, split=split, views=views, at=at, external=external, tiled=data.tiled)
+    if views == "none":
+        rows = [{k: v for k, v in r.items() if k != "view"} for r in rows]
     atomic_write_text(out_dir / "per_sample.csv", _to_csv(rows))
-    summary = _summarise(rows, split=split, checkpoint=checkpoint, soft=soft)
-    summary["mode"] = "sliding" if data.tiled else "resize"
+    summary = _summarise(rows, split=split, checkpoint=checkpoint, soft=soft, views=views)
+    summary["mode"] = "sliding" if data.tiled else ("native" if at == "native" else "resize")
+    summary["at"] = "native" if data.tiled else at
+    summary["data"] = data.base.raw.spec if dataset is not None else cfg.data.base
+    ids = list(dict.fromkeys(str(r["id"]) for r in rows))
+    summary.update(_coverage(data, ids))
+    summary["dir"] = str(out_dir)
+    for message in summary["warnings"]:
+        log.warning("%s: %s", out_dir, message)
     write_json(out_dir / "summary.json", summary)
     return summary
 
 
-def _metric_row(logits: torch.Tensor, mask: torch.Tensor) -> dict[str, Any]:
-    """Confusion counts and metrics of one image: logits and mask (1, 1, H, W)."""
-    counts = confusion_counts(logits, mask)
+def _evaluate_multiclass(
+    cfg: Any,
+    model: nn.Module,
+    device: torch.device,
+    run_dir: Path,
+    data: RunData | None,
+    split: str,
+    checkpoint: str,
+    views: str,
+    at: str,
+    dataset: str | None,
+) -> dict[str, Any]:
+    """:mod:`fdseg.training.evaluate_multiclass` on the run's split (training size, no views)."""
+    from fdseg.training.evaluate_multiclass import multiclass_rows, write_multiclass_evaluation
+
+    if views != "none" or at != "training" or dataset is not None:
+        raise ValueError(
+            f"a multi-class run ({run_dir}, model.head = {cfg.model.head}) is evaluated on its own split at "
+            "training size only (no --views, --at native or external dataset)"
+        )
+    data = data or build_run_data(cfg, run_dir)
+    rows, head = multiclass_rows(cfg, model, data, split, device)
+    out_dir = evaluation_dir(run_dir, split=split)
+    summary = write_multiclass_evaluation(
+        out_dir, rows, head, split=split, checkpoint=checkpoint, mode="resize", at="training",
+        data=cfg.data.base, dir=str(out_dir),
+    )  # fmt: skip
+    write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def _coverage(data: RunData, ids: Sequence[str]) -> dict[str, Any]:
+    """Image and group counts of an evaluation, with the warnings they call for."""
+    group_of = {r.id: r.group for r in data.base.records}
+    groups = [group_of.get(i) for i in ids]
+    known = {g for g in groups if g is not None}
+    n_groups = len(known) + sum(g is None for g in groups)
+    warnings: list[str] = []
+    if len(ids) < MIN_IMAGES:
+        warnings.append(
+            f"only {len(ids)} image(s) evaluated (fewer than {MIN_IMAGES}): the means are rough estimates; "
+            "pool several splits or folds before drawing conclusions"
+        )
+    if len(ids) > 1 and n_groups == 1 and known:
+        warnings.append(
+            f"all {len(ids)} images come from a single group ({next(iter(known))!r}, one patient/slide): "
+            "the result says little about other patients or slides"
+        )
+    return {"n_images": len(ids), "n_groups": n_groups, "warnings": warnings}
+
+
+def _fd_row(fd_values: dict[str, torch.Tensor], b: int) -> dict[str, float]:
+    return {f"fd/{layer}": float(values[b]) for layer, values in fd_values.items()}
+
+
+def _batched_rows(
+    model: nn.Module,
+    feats: dict[str, torch.Tensor],
+    probe: Any,
+    data: RunData,
+    split: str,
+    views: Sequence[str],
+    soft: dict[str, list[float]],
+    cfg: Any,
+    device: torch.device,
+) -> list[dict[str, Any]]:
+    """Rows of the cached items (training-size images, or tiles) of a split, under every view."""
+    rows: list[dict[str, Any]] = []
+    for batch in data.eval_loader(split, cfg.train.eval_batch_size):
+        sources = batch.get("source")
+        for view in views:
+            image = view_tensor(batch["image"], view).to(device)
+            mask = view_tensor(batch["mask"], view).to(device)
+            logits = model(image).float()
+            features = {k: v.float() for k, v in feats.items()}
+            fd_values = probe.per_image(features, mask)  # layer -> (B,), NaN where no fg or no bg
+            for b, sample_id in enumerate(batch["id"]):
+                row: dict[str, Any] = {
+                    "id": sample_id,
+                    "view": view,
+                    "source": int(sources[b]) if sources is not None else 0,
+                }
+                row.update(_metric_row(logits[b : b + 1], mask[b : b + 1]))
+                row.update(_fd_row(fd_values, b))
+                rows.append(row)
+            if not data.tiled:
+                soft[view].append(float(soft_batch_dice(torch.sigmoid(logits), mask)))
+    return rows
+
+
+def _native_rows(
+    model: nn.Module,
+    feats: dict[str, torch.Tensor],
+    probe: Any,
+    data: RunData,
+    split: str,
+    views: Sequence[str],
+    soft: dict[str, list[float]],
+    size: int,
+    device: torch.device,
+) -> list[dict[str, Any]]:
+    """Rows of a resize run scored at each image's native size (one image per forward pass).
+
+    The network sees the image resized as the cache does; L_fd is measured there against the mask resized
+    as the cache does; the probabilities are resized bilinearly to the native size and thresholded there.
+    """
+    cached = data.base
+    rows: list[dict[str, Any]] = []
+    for image_id, native_image, native_mask in _native_images(data, split):
+        for view in views:
+            image, mask = view_array(native_image, view), view_array(native_mask, view)
+            small = resize_to(image, (size, size), mode=cached.image_resize)
+            small_mask = resize_mask(mask, (size, size), mode=cached.mask_resize)
+            logits = model(_to_tensor(small).to(device)).float()
+            features = {k: v.float() for k, v in feats.items()}
+            fd_values = probe.per_image(features, _mask_tensor(small_mask).to(device))
+            probs = resize_probabilities(torch.sigmoid(logits), mask.shape)
+            target = _mask_tensor(mask).to(device)
+            row: dict[str, Any] = {"id": image_id, "view": view, "source": 0}
+            row.update(_metric_row(probs, target, from_logits=False))
+            row.update(_fd_row(fd_values, 0))
+            rows.append(row)
+            soft[view].append(float(soft_batch_dice(probs, target)))
+    return rows
+
+
+def _native_images(data: RunData, split: str) -> Iterable[tuple[str, np.ndarray, np.ndarray]]:
+    """``(id, (H, W, C) uint8, (H, W) bool)`` at native size: from a native-size cache, else decoded."""
+    cached = data.base
+    if cached.size is None:
+        yield from data.images(split)
+        return
+    records = {r.id: r for r in cached.records}
+    for image_id in data.split[split]:
+        sample = cached.raw.load_record(records[image_id])
+        yield image_id, np.asarray(sample["image"]), np.asarray(sample["mask"], dtype=bool)
+
+
+def _mask_tensor(mask: np.ndarray) -> torch.Tensor:
+    """(H, W) bool -> (1, 1, H, W) float32 {0, 1}."""
+    return torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))[None, None].float()
+
+
+def _metric_row(logits: torch.Tensor, mask: torch.Tensor, *, from_logits: bool = True) -> dict[str, Any]:
+    """Confusion counts and metrics of one image: logits (or probabilities) and mask (1, 1, H, W)."""
+    counts = confusion_counts(logits, mask, from_logits=from_logits)
     metrics = metrics_from_counts(**counts, empty_policy=EMPTY_POLICY)
     row: dict[str, Any] = {key: int(counts[key][0, 0]) for key in ("tp", "fp", "fn", "tn")}
     row.update({key: float(metrics[key][0, 0]) for key in METRIC_COLUMNS})
@@ -160,37 +485,107 @@ def _per_image_rows(
     data: RunData,
     split: str,
     tile_rows: list[dict[str, Any]],
+    views: Sequence[str],
+    soft: dict[str, list[float]],
     *,
     roi: int,
     sw_batch_size: int,
     device: torch.device,
-) -> tuple[list[dict[str, Any]], list[float]]:
-    """Rows of a tiled run: whole native images segmented by sliding window, L_fd averaged over tiles."""
+) -> list[dict[str, Any]]:
+    """Rows of a tiled run: whole native images (under every view) segmented by sliding window, L_fd
+    averaged over the image's tiles seen under the same view."""
     fd_keys = [k for k in tile_rows[0] if k.startswith("fd/")] if tile_rows else []
-    fd_of: dict[str, list[dict[str, Any]]] = {}
+    fd_of: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for tile in tile_rows:
-        fd_of.setdefault(str(tile["id"]).rpartition("@")[0], []).append(tile)
+        fd_of.setdefault((str(tile["id"]).rpartition("@")[0], str(tile["view"])), []).append(tile)
     rows: list[dict[str, Any]] = []
-    soft: list[float] = []
     with torch.no_grad():
-        for image_id, image, mask in data.images(split):
-            x = _to_tensor(image).to(device)
-            target = torch.from_numpy(np.array(mask, dtype=bool))[None, None].float().to(device)
-            logits = sliding_window_logits(model, x, roi=roi, sw_batch_size=sw_batch_size)
-            row: dict[str, Any] = {"id": image_id, "source": 0, "tiles": len(fd_of.get(image_id, []))}
-            row.update(_metric_row(logits, target))
-            for key in fd_keys:
-                row[key] = _nanmean([float(t[key]) for t in fd_of.get(image_id, [])])
-            soft.append(float(soft_batch_dice(torch.sigmoid(logits), target)))
-            rows.append(row)
-    for row in rows:  # NaN, as in a resize run, where no tile of the image had fg and bg at that layer
-        row.update({key: float("nan") if row[key] is None else row[key] for key in fd_keys})
-    return rows, soft
+        for image_id, native_image, native_mask in data.images(split):
+            for view in views:
+                x = _to_tensor(view_array(native_image, view)).to(device)
+                target = _mask_tensor(view_array(native_mask, view)).to(device)
+                logits = sliding_window_logits(model, x, roi=roi, sw_batch_size=sw_batch_size)
+                tiles = fd_of.get((image_id, view), [])
+                row: dict[str, Any] = {"id": image_id, "view": view, "source": 0, "tiles": len(tiles)}
+                row.update(_metric_row(logits, target))
+                for key in fd_keys:  # NaN, as in a resize run, where no tile had fg and bg at that layer
+                    mean = _nanmean([float(t[key]) for t in tiles])
+                    row[key] = float("nan") if mean is None else mean
+                soft[view].append(float(soft_batch_dice(torch.sigmoid(logits), target)))
+                rows.append(row)
+    return rows
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, C) uint8 -> (1, C, H, W) float32 in [0, 1]."""
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
+
+
+def _to_csv(rows: list[dict[str, Any]]) -> str:
+    columns = list(rows[0])
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _nanmean(values: Iterable[float]) -> float | None:
+    arr = np.asarray(list(values), dtype=float)
+    arr = arr[~np.isnan(arr)]
+    return float(arr.mean()) if arr.size else None
+
+
+def _means(rows: Sequence[dict[str, Any]], fd_keys: Sequence[str]) -> dict[str, Any]:
+    return {
+        "mean": {k: _nanmean(r[k] for r in rows) for k in METRIC_COLUMNS},
+        "fd_mean": {k[3:]: _nanmean(r[k] for r in rows) for k in fd_keys},
+    }
+
+
+def _summarise(
+    rows: list[dict[str, Any]],
+    *,
+    split: str,
+    checkpoint: str,
+    soft: dict[str, list[float]],
+    views: str,
+) -> dict[str, Any]:
+    fd_keys = [k for k in rows[0] if k.startswith("fd/")]
+    per_source: dict[str, Any] = {}
+    for source in sorted({r["source"] for r in rows}):
+        sub = [r for r in rows if r["source"] == source]
+        per_source[str(source)] = {"n": len(sub), "dice": _nanmean(r["dice"] for r in sub)}
+    all_soft = [v for values in soft.values() for v in values]
+    summary: dict[str, Any] = {
+        "split": split,
+        "checkpoint": checkpoint,
+        "views": views,
+        "view_names": list(VIEW_SETS[views]),
+        "n": len(rows),
+        "threshold": 0.5,
+        **_means(rows, fd_keys),
+        "per_source": per_source,
+        "empty_gt": sum(bool(r["empty_gt"]) for r in rows),
+        "empty_policy": f"{EMPTY_POLICY}: Dice = IoU = 1 when the ground truth and the prediction are "
+        "both empty, else 0; sensitivity is undefined (NaN) on an empty ground truth and left out of "
+        "its mean",
+        "soft_batch_dice": float(np.mean(all_soft)) if all_soft else None,
+    }
+    if views != "none":
+        per_view: dict[str, Any] = {}
+        for view in VIEW_SETS[views]:
+            sub = [r for r in rows if r["view"] == view]
+            per_view[view] = {
+                "n": len(sub),
+                **_means(sub, fd_keys),
+                "soft_batch_dice": float(np.mean(soft[view])) if soft[view] else None,
+            }
+        summary["per_view"] = per_view
+    return summary
+
+
+# -- prediction --------------------------------------------------------------------------------------------
 
 
 def sliding_window_logits(
@@ -219,6 +614,76 @@ def sliding_window_logits(
     return out
 
 
+def resize_probabilities(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize a probability map bilinearly (pixel centres, ``align_corners=False``; antialiased when a side
+    shrinks, as Pillow does).
+
+    Args:
+        probs: (B, K, h, w) float32 in [0, 1].
+        size: target (H, W).
+
+    Returns:
+        (B, K, H, W) float32 in [0, 1] (``probs`` itself when the size already matches).
+    """
+    height, width = int(size[0]), int(size[1])
+    if tuple(probs.shape[2:]) == (height, width):
+        return probs
+    shrink = height < probs.shape[2] or width < probs.shape[3]
+    out = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False, antialias=shrink)
+    return out.clamp_(0.0, 1.0)
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 < float(threshold) < 1.0:  # also refuses NaN
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+
+
+def predict_probabilities(
+    model: nn.Module,
+    image: np.ndarray,
+    *,
+    mode: str,
+    size: int,
+    scale: tuple[float, float] = (1.0, 1.0),
+    sw_batch_size: int = 4,
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """Foreground probability of every pixel of one decoded image, at its native size.
+
+    Args:
+        model: the network in eval mode (binary: one output channel).
+        image: (H, W, C) uint8.
+        mode: ``resize`` (resize to ``size``² as the cache does, segment, resize the probabilities back
+            bilinearly) or ``sliding`` (resize by ``scale``, :func:`sliding_window_logits` with ``size``²
+            windows, probabilities resized back bilinearly to (H, W)).
+        size: the run's training input side (``data.image_size``).
+        scale: (y, x) factors of ``sliding``: the training magnification relative to the native one
+            (:func:`training_scale`); (1, 1) segments at native resolution.
+        sw_batch_size: windows per forward pass (``sliding``).
+        device: where the model is (default CPU).
+
+    Returns:
+        (H, W) float32 in [0, 1].
+
+    Raises:
+        ValueError: an unknown mode or a non-positive scale.
+    """
+    check_option("predict mode", mode, PREDICT_MODES)
+    if not (scale[0] > 0 and scale[1] > 0):
+        raise ValueError(f"scale must be positive, got {scale}")
+    device = device or torch.device("cpu")
+    height, width = image.shape[:2]
+    with torch.no_grad():
+        if mode == "sliding":
+            scaled = (max(1, round(height * scale[0])), max(1, round(width * scale[1])))
+            x = _to_tensor(resize_to(image, scaled)).to(device)
+            logits = sliding_window_logits(model, x, roi=size, sw_batch_size=sw_batch_size)
+        else:
+            logits = model(_to_tensor(resize_to(image, (size, size))).to(device)).float()
+        probs = resize_probabilities(torch.sigmoid(logits), (height, width))
+    return np.asarray(probs[0, 0].cpu().numpy(), dtype=np.float32)
+
+
 def segment_image(
     model: nn.Module,
     image: np.ndarray,
@@ -226,20 +691,15 @@ def segment_image(
     mode: str,
     size: int,
     threshold: float = 0.5,
+    scale: tuple[float, float] = (1.0, 1.0),
     sw_batch_size: int = 4,
     device: torch.device | None = None,
 ) -> np.ndarray:
-    """Segment one decoded image at its native size.
+    """Segment one decoded image at its native size: :func:`predict_probabilities` ``> threshold``.
 
     Args:
-        model: the network in eval mode (binary: one output channel).
-        image: (H, W, C) uint8.
-        mode: ``resize`` (resize to ``size``², segment, threshold, resize the mask back with nearest) or
-            ``sliding`` (:func:`sliding_window_logits` with ``size``² windows at native resolution).
-        size: the run's training input side (``data.image_size``).
+        model, image, mode, size, scale, sw_batch_size, device: as :func:`predict_probabilities`.
         threshold: probability threshold in (0, 1).
-        sw_batch_size: windows per forward pass (``sliding``).
-        device: where the model is (default CPU).
 
     Returns:
         (H, W) bool.
@@ -247,60 +707,89 @@ def segment_image(
     Raises:
         ValueError: an unknown mode or a threshold outside (0, 1).
     """
-    check_option("predict mode", mode, PREDICT_MODES)
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-    device = device or torch.device("cpu")
-    height, width = image.shape[:2]
-    with torch.no_grad():
-        if mode == "sliding":
-            logits = sliding_window_logits(
-                model, _to_tensor(image).to(device), roi=size, sw_batch_size=sw_batch_size
-            )
-            return np.asarray(torch.sigmoid(logits)[0, 0].cpu().numpy() > threshold)
-        small = _to_tensor(resize_image(image, size)).to(device)
-        probs = torch.sigmoid(model(small).float())[0, 0].cpu().numpy()
-    mask_small = Image.fromarray(((probs > threshold) * 255).astype(np.uint8))
-    return np.asarray(mask_small.resize((width, height), Image.Resampling.NEAREST)) > 127
+    _check_threshold(threshold)
+    probs = predict_probabilities(
+        model, image, mode=mode, size=size, scale=scale, sw_batch_size=sw_batch_size, device=device
+    )
+    return probs > threshold
 
 
-def _to_csv(rows: list[dict[str, Any]]) -> str:
-    columns = list(rows[0])
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
+def training_scale(cfg: Any, run_dir: str | Path) -> tuple[float, float]:
+    """The (y, x) factor by which the run's training resized its images (training size / native size).
+
+    A run trained on tiles saw native pixels: (1, 1). A run trained on resized images saw its base-site
+    training images (``split.json``) at ``data.image_size / native size``; that is one factor only when they
+    all have the same native size (the novel site, when there is one, is not looked at).
+
+    Raises:
+        ValueError: the training images cannot be found, or have several native sizes (no single scale).
+    """
+    if cfg.data.preprocess == "tile":
+        return 1.0, 1.0
+    side = int(cfg.data.image_size)
+    why = (
+        f"--mode sliding on a run trained on images resized to {side}x{side} must first rescale each image "
+        "by the run's training scale, so that the network sees the magnification it was trained on"
+    )
+    try:
+        ids = load_splits(Path(run_dir) / "split.json")["base"]["train"]
+        records = {r.id: r for r in open_dataset(cfg.data.base).records}
+        sizes = sorted({image_size(records[i].image)[:2] for i in ids})
+    except (OSError, ValueError, KeyError) as err:
+        reason = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise ValueError(
+            f"{why}, but the training images' native size cannot be read ({reason}); use --mode resize"
+        ) from None
+    if len(sizes) != 1:
+        shown = ", ".join(f"{w}x{h}" for h, w in sizes[:4]) + (", ..." if len(sizes) > 4 else "")
+        raise ValueError(
+            f"{why}, but its {len(ids)} training images have {len(sizes)} native sizes ({shown}, W x H), so "
+            "there is no single training scale; use --mode resize (each image resized as in training)"
+        )
+    height, width = sizes[0]
+    return side / height, side / width
 
 
-def _nanmean(values: Sequence[float]) -> float | None:
-    arr = np.asarray(values, dtype=float)
-    arr = arr[~np.isnan(arr)]
-    return float(arr.mean()) if arr.size else None
+def contour_overlay(
+    image: np.ndarray, mask: np.ndarray, colour: Sequence[int] = OVERLAY_COLOUR
+) -> np.ndarray:
+    """The image in RGB with the mask's contour drawn on it.
+
+    The contour is the set of foreground pixels with a 4-neighbour that is background or outside the image
+    (``mask & ~binary_erosion(mask)`` with a cross and a background border).
+
+    Args:
+        image: (H, W, C) uint8, C = 1 or 3.
+        mask: (H, W) bool.
+        colour: RGB of the contour.
+
+    Returns:
+        (H, W, 3) uint8.
+    """
+    rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[..., :3].copy()
+    inner = ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(2, 1), border_value=0)
+    rgb[mask & ~inner] = np.asarray(colour, dtype=np.uint8)
+    return rgb
 
 
-def _summarise(
-    rows: list[dict[str, Any]], *, split: str, checkpoint: str, soft: list[float]
-) -> dict[str, Any]:
-    fd_keys = [k for k in rows[0] if k.startswith("fd/")]
-    per_source: dict[str, Any] = {}
-    for source in sorted({r["source"] for r in rows}):
-        sub = [r for r in rows if r["source"] == source]
-        per_source[str(source)] = {"n": len(sub), "dice": _nanmean([r["dice"] for r in sub])}
-    return {
-        "split": split,
-        "checkpoint": checkpoint,
-        "n": len(rows),
-        "threshold": 0.5,
-        "mean": {k: _nanmean([r[k] for r in rows]) for k in METRIC_COLUMNS},
-        "per_source": per_source,
-        "empty_gt": sum(bool(r["empty_gt"]) for r in rows),
-        "empty_policy": f"{EMPTY_POLICY}: Dice = IoU = 1 when the ground truth and the prediction are "
-        "both empty, else 0; sensitivity is undefined (NaN) on an empty ground truth and left out of "
-        "its mean",
-        "soft_batch_dice": float(np.mean(soft)) if soft else None,
-        "fd_mean": {k[3:]: _nanmean([r[k] for r in rows]) for k in fd_keys},
-    }
+def _write_image(target: Path, array: np.ndarray, fmt: str = "png") -> Path:
+    """Write ``array`` to ``target`` through a temporary file (PNG by Pillow, TIFF by tifffile)."""
+    tmp = target.with_name(target.name + ".tmp")
+    if fmt == "tiff":
+        import tifffile
+
+        tifffile.imwrite(tmp, array)
+    else:
+        Image.fromarray(array).save(tmp, format="PNG")
+    tmp.replace(target)
+    return target
+
+
+def _save_probabilities(folder: Path, stem: str, probs: np.ndarray, fmt: str) -> Path:
+    if fmt == "tiff":
+        return _write_image(folder / f"{stem}.tif", probs.astype(np.float32), "tiff")
+    scaled = np.rint(np.clip(probs, 0.0, 1.0) * 65535.0).astype(np.uint16)
+    return _write_image(folder / f"{stem}.png", scaled)
 
 
 def predict(
@@ -312,14 +801,21 @@ def predict(
     runtime: Runtime | None = None,
     threshold: float = 0.5,
     mode: str | None = None,
+    save_probs: str | None = None,
+    overlay: bool = False,
 ) -> list[Path]:
     """Segment image files with a trained run; masks are written at each image's native size.
 
     Each image is decoded like the training data (RGB, or grey for one input channel) and segmented by
-    :func:`segment_image`: ``resize`` resizes it to the run's ``data.image_size``, segments, thresholds at
-    ``threshold`` and resizes the mask back (nearest); ``sliding`` segments it at native resolution with
-    ``data.image_size``² sliding windows (overlap 0.25, Gaussian blending; images smaller than a window are
-    padded). Output: ``out_dir/<image stem>.png``, uint8 0/255.
+    :func:`predict_probabilities`: ``resize`` resizes it to the run's ``data.image_size``, segments and
+    resizes the *probabilities* back bilinearly; ``sliding`` rescales it by the run's training scale
+    (:func:`training_scale`: 1 for a run trained on tiles) and segments it with ``data.image_size``²
+    sliding windows (overlap 0.25, Gaussian blending), probabilities resized back bilinearly. The mask is
+    ``p > threshold``.
+
+    Output: ``out_dir/<image stem>.png`` (uint8 0/255); with ``save_probs`` also
+    ``out_dir/probs/<stem>.tif`` (float32 p) or ``.png`` (uint16, p·65535 rounded); with ``overlay`` also
+    ``out_dir/overlays/<stem>.png`` (the image with the predicted contour in :data:`OVERLAY_COLOUR`).
 
     Args:
         run_dir: a trained run directory.
@@ -330,18 +826,23 @@ def predict(
         threshold: probability threshold in (0, 1).
         mode: ``resize`` or ``sliding``; ``None`` picks how the run was trained: ``sliding`` for a run
             trained on tiles (``data.preprocess: tile``), ``resize`` for one trained on resized images.
+        save_probs: ``None``, ``tiff`` or ``png16`` (:data:`PROB_FORMATS`).
+        overlay: also write contour overlays.
 
     Returns:
         The written mask paths, in the order of ``images``.
 
     Raises:
         FileNotFoundError: a missing image (named) or run.
-        ValueError: an unreadable image (named); two images with the same stem; an unknown mode.
+        ValueError: an unreadable image (named); two images with the same stem; an unknown mode or
+            probability format; a threshold outside (0, 1); ``sliding`` on a resized run whose training
+            scale cannot be determined (explained). Nothing is written in these cases.
     """
     if mode is not None:
         check_option("predict mode", mode, PREDICT_MODES)
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    if save_probs is not None:
+        check_option("probability format (--save-probs)", save_probs, PROB_FORMATS)
+    _check_threshold(threshold)
     run_dir, out = Path(run_dir), Path(out_dir)
     paths = [Path(p) for p in images]
     if not paths:
@@ -349,30 +850,36 @@ def predict(
     for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"image not found: {path}")
+        image_size(path)  # the header of every image is readable before anything is written
     stems = [p.stem for p in paths]
     if len(set(stems)) != len(stems):
         dup = sorted({s for s in stems if stems.count(s) > 1})
         raise ValueError(f"predict: several images share the file stem(s) {dup}; their masks would collide")
     cfg, model, device = _load(run_dir, checkpoint, runtime or Runtime())
     mode = mode or default_predict_mode(cfg)
+    scale = training_scale(cfg, run_dir) if mode == "sliding" else (1.0, 1.0)
     out.mkdir(parents=True, exist_ok=True)
+    for sub, wanted in (("probs", save_probs is not None), ("overlays", overlay)):
+        if wanted:
+            (out / sub).mkdir(exist_ok=True)
     written: list[Path] = []
     for path in paths:
         array = load_image(path, channels=cfg.model.in_channels)  # (H, W, C) uint8
-        mask = segment_image(
+        probs = predict_probabilities(
             model,
             array,
             mode=mode,
             size=cfg.data.image_size,
-            threshold=threshold,
+            scale=scale,
             sw_batch_size=cfg.train.eval_batch_size,
             device=device,
         )
-        target = out / f"{path.stem}.png"
-        tmp = target.with_name(target.name + ".tmp")
-        Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
-        tmp.replace(target)
-        written.append(target)
+        mask = probs > threshold
+        written.append(_write_image(out / f"{path.stem}.png", mask.astype(np.uint8) * 255))
+        if save_probs is not None:
+            _save_probabilities(out / "probs", path.stem, probs, save_probs)
+        if overlay:
+            _write_image(out / "overlays" / f"{path.stem}.png", contour_overlay(array, mask))
     return written
 
 

@@ -35,6 +35,7 @@ import torch
 from fdseg.training.build import build_model, build_task
 from fdseg.training.config import ExperimentConfig
 from fdseg.training.data import RunData, build_run_data
+from fdseg.training.heads import is_multiclass
 from fdseg.training.history import HistoryWriter
 from fdseg.training.phases import Phase, RunRecorder, plan_phases, restore_stream, steps_per_epoch
 from fdseg.training.rundir import (
@@ -203,6 +204,8 @@ def _dry_run(cfg: ExperimentConfig, task: Any) -> None:
     image = torch.rand(1, channels, size, size)
     mask = torch.zeros(1, 1, size, size)
     mask[..., : size // 2, :] = 1.0
+    if is_multiclass(cfg):  # a class-index map (classes 0 and 1)
+        mask = mask.long()
     task.eval()
     with torch.no_grad():
         try:
@@ -212,16 +215,20 @@ def _dry_run(cfg: ExperimentConfig, task: Any) -> None:
             raise ValueError(
                 f"data.image_size={size}: model {cfg.model.name!r} cannot take {size}x{size} inputs ({first})"
             ) from None
-        expected = (1, cfg.model.out_channels, size, size)
-        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
+        if (
+            not isinstance(logits, torch.Tensor)
+            or logits.ndim != 4
+            or tuple(logits.shape[2:]) != (size, size)
+        ):
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise ValueError(
                 f"data.image_size={size}: model {cfg.model.name!r} returns {shape} for a {size}x{size} "
-                f"input, expected logits {expected}"
+                f"input, expected logits (1, K, {size}, {size})"
             )
         feats = dict(task._tap)
-        for loss in task.fd_losses:
-            loss(feats, mask, source=torch.zeros(1, dtype=torch.int64))
+        source = torch.zeros(1, dtype=torch.int64)
+        for loss in [*task.fd_losses, *getattr(task, "aux_losses", ())]:
+            loss(feats, mask, source=source)
 
 
 #: Kept for callers of the earlier name.

@@ -2,24 +2,16 @@
 
 Every reader turns a bad file into a :class:`~fdseg.data.errors.DatasetError` that names the file:
 a missing or truncated file, an undecodable one, an image beyond the pixel limit (decompression bombs),
-hostile XML (entity expansion, external entities, any DTD). Decoding rules:
-
-* images -> ``(H, W, 3)`` uint8 RGB (or ``(H, W, 1)`` with ``channels=1``): alpha is dropped (``RGBA``,
-  ``LA``, ``PA``), palettes are expanded, ``L``/``1`` are replicated, 16-bit and float data keep their values
-  when the maximum is at most 255 and are otherwise scaled linearly so that the image maximum maps to 255;
-* masks -> ``(H, W)`` bool, foreground = value > 0 after ``convert("L")`` for 8-bit colour modes (so an
-  RGBA mask with an opaque alpha channel is read by its grey value, not by its alpha), the raw value for
-  ``1``, 16/32-bit and float modes. Values other than 0 and the mask maximum are counted, never hidden.
-
-TIFF files are read with Pillow (LZW, PackBits, 8/16-bit greyscale); files Pillow cannot open (e.g. 16-bit
-RGB) fall back to ``tifffile``.
+hostile XML (entity expansion, external entities, any DTD). Images and masks are decoded by what the file
+says its values mean (mode, palette, TIFF photometric interpretation, sample format and bit depth, alpha,
+lossy compression, EXIF orientation); the rules live in :mod:`fdseg.data.formats._decode` and are
+re-exported here (:func:`read_image`, :func:`read_mask`, :func:`image_size`).
 """
 
 from __future__ import annotations
 
 import abc
 import logging
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +19,23 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image
 
 from fdseg.data.base import RawDataset, Record
 from fdseg.data.errors import DatasetError
+from fdseg.data.formats._decode import (
+    DEFAULT_MAX_PIXELS,
+    ImageInfo,
+    MaskInfo,
+    decode_checked,
+    image_meta,
+    image_size,
+    mask_meta,
+    open_checked,
+    read_image,
+    read_mask,
+)
 
 logger = logging.getLogger(__name__)
-
-#: Default largest image (in pixels) a loader decodes; larger files raise ``DatasetError`` before decoding.
-DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
 
 #: Options every loader in :mod:`fdseg.data.formats` accepts (strings, as in a spec's query).
 COMMON_OPTIONS: Mapping[str, str] = MappingProxyType(
@@ -44,10 +44,35 @@ COMMON_OPTIONS: Mapping[str, str] = MappingProxyType(
 
 Severity = Literal["error", "warning", "info"]
 
-_TIFF_SUFFIXES = (".tif", ".tiff")
 #: Image extensions the format loaders pair (lower case, with the dot).
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, MemoryError)
+#: Operating-system litter a loader skips like dotfiles (compared case-insensitively).
+OS_LITTER = ("thumbs.db", "ehthumbs.db", "desktop.ini")
+
+__all__ = [
+    "COMMON_OPTIONS",
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_SUFFIXES",
+    "FormatLoader",
+    "ImageInfo",
+    "MaskInfo",
+    "Problem",
+    "SizeMismatchError",
+    "check_same_size",
+    "find_folder",
+    "image_meta",
+    "image_size",
+    "is_hidden",
+    "looks_like_mask",
+    "mask_meta",
+    "parse_bool",
+    "parse_choice",
+    "parse_int",
+    "read_image",
+    "read_mask",
+    "read_xml",
+    "scan_xml",
+]
 
 
 @dataclass(frozen=True)
@@ -67,43 +92,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"[{self.severity}] {self.path}: {self.message}"
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """How an image file was decoded.
-
-    Attributes:
-        mode: the Pillow mode of the file (``"RGBA"``, ``"L"``, ``"I;16"``, …; ``"tifffile"`` dtypes as
-            ``"tifffile:<dtype>"``).
-        height: rows.
-        width: columns.
-        alpha_dropped: the file had an alpha channel that was removed.
-        alpha_opaque: whether that alpha channel was 255 everywhere (``None`` without alpha).
-        rescaled: 16-bit or float values above 255 were scaled to uint8.
-    """
-
-    mode: str
-    height: int
-    width: int
-    alpha_dropped: bool = False
-    alpha_opaque: bool | None = None
-    rescaled: bool = False
-
-
-@dataclass(frozen=True)
-class MaskInfo:
-    """How a mask file was binarised.
-
-    Attributes:
-        mode: the Pillow mode of the file.
-        nonbinary_pixels: pixels whose value is neither 0 nor the mask's maximum (0 for a clean mask).
-        foreground_value: the largest value found (255 for ``L`` masks, 1 for ``1``; 0 for an empty mask).
-    """
-
-    mode: str
-    nonbinary_pixels: int
-    foreground_value: int
 
 
 # -- options ----------------------------------------------------------------------------------------------
@@ -147,243 +135,7 @@ def parse_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return check_option(f"option {name}", str(value), list(choices))
 
 
-# -- images -----------------------------------------------------------------------------------------------
-
-
-def _open_checked(path: Path, max_pixels: int) -> Image.Image:
-    """Open ``path`` lazily with Pillow and refuse it before decoding when it is beyond ``max_pixels``."""
-    if not path.is_file():
-        raise DatasetError(path, "file not found" if not path.exists() else "not a regular file")
-    with warnings.catch_warnings():
-        # Our own limit below is authoritative; Pillow's warning between its two limits is noise here.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(path)
-        except Image.DecompressionBombError as exc:
-            raise DatasetError(
-                path, f"image is beyond the pixel limit (decompression bomb?): {exc}"
-            ) from None
-        except _DECODE_ERRORS as exc:
-            raise DatasetError(path, f"cannot read image: {exc}") from None
-    width, height = img.size
-    if width * height > max_pixels:
-        img.close()
-        raise DatasetError(
-            path,
-            f"image of {width}x{height} = {width * height} pixels is beyond the pixel limit of {max_pixels} "
-            "(raise max_pixels if the file is genuine)",
-        )
-    return img
-
-
-def _decode(path: Path, img: Image.Image) -> Image.Image:
-    """Force a full decode so that truncated or corrupt files fail here, naming the file."""
-    try:
-        img.load()
-    except _DECODE_ERRORS as exc:
-        raise DatasetError(path, f"cannot decode image (truncated or corrupt?): {exc}") from None
-    return img
-
-
-def _numeric_to_uint8(arr: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Map a 16/32-bit or float array to uint8: unchanged when it fits in [0, 255], else scaled by its max."""
-    arr = np.nan_to_num(arr.astype(np.float64, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
-    arr = np.clip(arr, 0.0, None)
-    peak = float(arr.max()) if arr.size else 0.0
-    if peak <= 255.0:
-        return np.round(arr).astype(np.uint8), False
-    return np.round(arr * (255.0 / peak)).astype(np.uint8), True
-
-
-def _read_tiff_fallback(path: Path, max_pixels: int, reason: str) -> np.ndarray:
-    """Read a TIFF that Pillow cannot open with ``tifffile`` (first page)."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages.first
-            shape = tuple(int(s) for s in page.shape)
-            if len(shape) < 2:
-                raise DatasetError(path, f"TIFF page has shape {shape}, expected (H, W[, C])")
-            if shape[0] * shape[1] > max_pixels:
-                raise DatasetError(
-                    path,
-                    f"image of {shape[1]}x{shape[0]} pixels is beyond the pixel limit of {max_pixels}",
-                )
-            arr = np.asarray(page.asarray())
-    except DatasetError:
-        raise
-    except Exception as exc:  # tifffile raises many types (ValueError, KeyError, TiffFileError, ...)
-        raise DatasetError(path, f"cannot read TIFF with Pillow ({reason}) nor tifffile ({exc})") from None
-    return arr
-
-
-def _open_or_read_tiff(path: Path, max_pixels: int) -> Image.Image | np.ndarray:
-    """A lazily opened Pillow image, or the first-page array of a TIFF that only tifffile can read."""
-    try:
-        return _open_checked(path, max_pixels)
-    except DatasetError as exc:
-        if path.suffix.lower() not in _TIFF_SUFFIXES or "cannot read image" not in exc.problem:
-            raise
-        return _read_tiff_fallback(path, max_pixels, exc.problem)
-
-
-def _array_to_rgb(path: Path, arr: np.ndarray, mode: str) -> tuple[np.ndarray, ImageInfo]:
-    """Turn a tifffile array (H, W), (H, W, C) into (H, W, 3) uint8."""
-    rescaled = False
-    if arr.dtype != np.uint8:
-        arr, rescaled = _numeric_to_uint8(arr)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    elif arr.ndim == 3 and arr.shape[2] in (3, 4):
-        arr = arr[:, :, :3]
-    elif arr.ndim == 3 and arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    else:
-        raise DatasetError(path, f"unsupported TIFF array shape {arr.shape}; expected (H, W) or (H, W, 3|4)")
-    h, w = arr.shape[:2]
-    return np.ascontiguousarray(arr), ImageInfo(mode=mode, height=h, width=w, rescaled=rescaled)
-
-
-def read_image(
-    path: str | Path, *, channels: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> tuple[np.ndarray, ImageInfo]:
-    """Decode an image file to uint8.
-
-    Args:
-        path: a PNG, JPEG, BMP or TIFF file.
-        channels: 3 for RGB output, 1 for a single grey channel (``convert("L")`` of colour images).
-        max_pixels: refuse files with more pixels than this (checked from the header, before decoding).
-
-    Returns:
-        ``(image, info)``: image ``(H, W, channels)`` uint8 in [0, 255]; ``info`` says how it was decoded.
-
-    Raises:
-        DatasetError: missing, truncated, corrupt or oversized file (the message names the file).
-        ValueError: ``channels`` is not 1 or 3.
-    """
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    path = Path(path)
-    img = _open_or_read_tiff(path, max_pixels)
-    if isinstance(img, np.ndarray):
-        arr, info = _array_to_rgb(path, img, "tifffile")
-        return (arr if channels == 3 else _rgb_to_grey(arr)), info
-    if _is_deep_colour_tiff(img):
-        # Pillow keeps only the high byte of 16-bit colour TIFFs; read full precision and apply our rule.
-        img.close()
-        arr, info = _array_to_rgb(path, _read_tiff_fallback(path, max_pixels, "16-bit colour"), "tifffile")
-        return (arr if channels == 3 else _rgb_to_grey(arr)), info
-    with img:
-        _decode(path, img)
-        mode = img.mode
-        alpha_dropped = "A" in mode or (mode == "P" and "transparency" in img.info)
-        alpha_opaque: bool | None = None
-        if mode in ("RGBA", "LA", "La", "RGBa"):
-            alpha = np.asarray(img.getchannel("A"))
-            alpha_opaque = bool(alpha.min() == 255) if alpha.size else True
-        rescaled = False
-        if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-            grey, rescaled = _numeric_to_uint8(np.asarray(img))
-            arr = grey[:, :, None] if channels == 1 else np.repeat(grey[:, :, None], 3, axis=2)
-        elif channels == 1:
-            arr = np.asarray(img.convert("L"))[:, :, None]
-        else:
-            arr = np.asarray(img.convert("RGB"))
-        info = ImageInfo(
-            mode=mode,
-            height=img.height,
-            width=img.width,
-            alpha_dropped=alpha_dropped,
-            alpha_opaque=alpha_opaque,
-            rescaled=rescaled,
-        )
-    return np.ascontiguousarray(arr), info
-
-
-def _is_deep_colour_tiff(img: Image.Image) -> bool:
-    """A TIFF with more than 8 bits per colour sample (which Pillow would truncate to its high byte)."""
-    if img.format != "TIFF" or img.mode not in ("RGB", "RGBA"):
-        return False
-    bits = getattr(img, "tag_v2", {}).get(258, (8,))
-    bits = bits if isinstance(bits, tuple) else (bits,)
-    return any(int(b) > 8 for b in bits)
-
-
-def _rgb_to_grey(arr: np.ndarray) -> np.ndarray:
-    """ITU-R 601 luma of an (H, W, 3) uint8 array, as Pillow's ``convert("L")`` computes it, (H, W, 1)."""
-    weights = np.array([299, 587, 114], dtype=np.uint32)
-    grey = (arr.astype(np.uint32) @ weights + 500) // 1000
-    return grey.astype(np.uint8)[:, :, None]
-
-
-def image_size(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int, str]:
-    """``(height, width, mode)`` of an image from its header only (no decode)."""
-    path = Path(path)
-    img = _open_or_read_tiff(path, max_pixels)
-    if isinstance(img, np.ndarray):
-        return int(img.shape[0]), int(img.shape[1]), "tifffile"
-    with img:
-        return img.height, img.width, img.mode
-
-
-# -- masks ------------------------------------------------------------------------------------------------
-
-
-def _binarise(values: np.ndarray, mode: str) -> tuple[np.ndarray, MaskInfo]:
-    peak = int(values.max()) if values.size else 0
-    if peak == 0:
-        return np.zeros(values.shape, dtype=bool), MaskInfo(mode=mode, nonbinary_pixels=0, foreground_value=0)
-    if values.dtype == np.uint8:
-        counts = np.bincount(values.ravel(), minlength=256)
-        nonbinary = int(counts[1:peak].sum())
-    else:
-        nonbinary = int(np.count_nonzero((values != 0) & (values != peak)))
-    return values > 0, MaskInfo(mode=mode, nonbinary_pixels=nonbinary, foreground_value=peak)
-
-
-def read_mask(
-    path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, fg_value: int | None = None
-) -> tuple[np.ndarray, MaskInfo]:
-    """Decode a mask file to a boolean foreground map.
-
-    Foreground is value > 0 of ``convert("L")`` for 8-bit colour and palette modes (``RGB``, ``RGBA``,
-    ``P``, ``LA``), of the raw values for ``1``, ``L``, 16/32-bit and float modes.
-
-    Args:
-        path: a PNG/TIFF/BMP mask.
-        max_pixels: refuse files with more pixels than this.
-        fg_value: when given, only pixels of exactly this value are foreground (after the grey conversion
-            above); ``None`` means any value > 0.
-
-    Returns:
-        ``(mask, info)``: mask ``(H, W)`` bool; ``info.nonbinary_pixels`` counts soft values.
-
-    Raises:
-        DatasetError: missing, truncated, corrupt or oversized file.
-    """
-    path = Path(path)
-    img = _open_or_read_tiff(path, max_pixels)
-    if isinstance(img, np.ndarray):
-        arr = img
-        if arr.ndim == 3:
-            arr = arr.max(axis=2)
-        return _binarise(np.asarray(arr), "tifffile")
-    with img:
-        _decode(path, img)
-        mode = img.mode
-        if mode == "1":
-            values = np.asarray(img).astype(np.uint8)
-        elif mode in ("L", "I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-            values = np.asarray(img)
-        else:
-            values = np.asarray(img.convert("L"))
-    if values.dtype.kind == "f":
-        values = np.nan_to_num(values, nan=0.0)
-    mask, info = _binarise(values, mode)
-    if fg_value is not None:
-        mask = np.asarray(values == fg_value)
-    return mask, info
+# -- images and masks ------------------------------------------------------------------------------------
 
 
 def check_same_size(image: np.ndarray, image_path: Path, mask: np.ndarray, mask_path: Path) -> None:
@@ -487,8 +239,14 @@ def scan_xml(path: str | Path, on_start: Any) -> None:
 
 
 def is_hidden(path: Path) -> bool:
-    """Files a loader always skips: dotfiles (``.DS_Store``, AppleDouble ``._x.png``) and ``__MACOSX``."""
-    return path.name.startswith(".") or path.name == "__MACOSX" or "__MACOSX" in path.parts
+    """Files a loader always skips: dotfiles (``.DS_Store``, AppleDouble ``._x.png``), ``__MACOSX`` and
+    operating-system litter (``Thumbs.db``, ``desktop.ini``; see :data:`OS_LITTER`)."""
+    return (
+        path.name.startswith(".")
+        or path.name.lower() in OS_LITTER
+        or path.name == "__MACOSX"
+        or "__MACOSX" in path.parts
+    )
 
 
 class FormatLoader(RawDataset, abc.ABC):
@@ -534,22 +292,15 @@ class FormatLoader(RawDataset, abc.ABC):
             found[path.stem] = path
         return found
 
-    def image_meta(self, info: ImageInfo) -> dict[str, str]:
-        """The decode facts loaders put in ``RawSample["meta"]`` (read by the dataset checker)."""
-        meta = {"image_mode": info.mode}
-        if info.alpha_dropped:
-            meta["alpha_dropped"] = "opaque" if info.alpha_opaque else "translucent"
-        if info.rescaled:
-            meta["rescaled"] = "true"
-        return meta
+    @staticmethod
+    def image_meta(info: ImageInfo) -> dict[str, str]:
+        """The decode facts loaders put in ``RawSample["meta"]`` (see :func:`._decode.image_meta`)."""
+        return image_meta(info)
 
     @staticmethod
     def mask_meta(infos: list[MaskInfo]) -> dict[str, str]:
-        """The mask facts loaders put in ``RawSample["meta"]``: file modes and soft (non-binary) pixels."""
-        return {
-            "mask_mode": "+".join(sorted({i.mode for i in infos})),
-            "mask_nonbinary_px": str(sum(i.nonbinary_pixels for i in infos)),
-        }
+        """The mask facts loaders put in ``RawSample["meta"]`` (see :func:`._decode.mask_meta`)."""
+        return mask_meta(infos)
 
 
 def looks_like_mask(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bool:
@@ -558,9 +309,9 @@ def looks_like_mask(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bool
     True for mode ``1``, and for files whose channels are equal everywhere with at least 95 % of the pixels
     at 0 or at the maximum. Used where folder names cannot be trusted (the Kaggle TNBC copy).
     """
-    img = _open_checked(path, max_pixels)
+    img = open_checked(path, max_pixels)
     with img:
-        _decode(path, img)
+        decode_checked(path, img)
         if img.mode == "1":
             return True
         rgb = np.asarray(img.convert("RGB"))

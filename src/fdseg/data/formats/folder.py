@@ -15,7 +15,9 @@ Images and masks are paired by file stem, never by sorted position. Options (``f
 - ``group_pattern`` (default none): a regular expression whose first group, searched in the id, is the
   patient/slide key used by grouped splits (e.g. ``^(\\d+)_`` for ``03_5``).
 
-Hidden files (``.DS_Store``, ``._*``) are ignored; any other file in ``images/`` must be an image.
+Hidden files (``.DS_Store``, ``._*``) and OS litter (``Thumbs.db``, ``desktop.ini``) are ignored; any other
+file in ``images/`` must be an image. Images and masks are decoded by what each file says its values mean
+(see :mod:`fdseg.data.formats._decode`), and the decisions are in ``meta`` for ``fdseg data check``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
+
+import numpy as np
+from PIL import Image
 
 from fdseg.data.base import (
     FORMATS,
@@ -34,14 +39,21 @@ from fdseg.data.base import (
     natural_key,
 )
 from fdseg.data.errors import DatasetError, DatasetNotFoundError
-from fdseg.data.formats._io import read_image, read_mask
+from fdseg.data.formats._io import (
+    SizeMismatchError,
+    image_meta,
+    is_hidden,
+    mask_meta,
+    read_image,
+    read_mask,
+)
 
 
 def _list_images(folder: Path) -> dict[str, Path]:
     """Stem -> file for every image in ``folder``; two files with one stem is an error."""
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
+        if is_hidden(path) or not path.is_file():
             continue
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             raise DatasetError(path, f"not an image file (expected one of {list(IMAGE_EXTENSIONS)})")
@@ -104,21 +116,23 @@ def load_image_mask_pair(record: Record, *, channels: int = 3, fg_value: int | N
     """Decode ``record.image`` and its single mask file at native size.
 
     Returns:
-        ``image`` (H, W, channels) uint8, ``mask`` (H, W) bool, ``id``, ``group``, ``meta``.
+        ``image`` (H, W, channels) uint8, ``mask`` (H, W) bool, ``id``, ``group``, ``meta`` (the decode
+        facts of :func:`~fdseg.data.formats._decode.image_meta` and ``mask_meta``).
 
     Raises:
-        DatasetError: an unreadable/truncated file, or a mask whose size differs from its image (naming the
-            mask file and both sizes).
+        DatasetError: an unreadable/truncated file, or a mask whose size differs from its image
+            (:class:`SizeMismatchError`, naming the mask file and both sizes).
     """
-    image, _ = read_image(record.image, channels=channels)
-    mask, _ = read_mask(record.mask_files[0], fg_value=fg_value)
+    image, image_info = read_image(record.image, channels=channels)
+    mask, mask_info = read_mask(record.mask_files[0], fg_value=fg_value)
     if mask.shape != image.shape[:2]:
-        raise DatasetError(
+        raise SizeMismatchError(
             record.mask_files[0],
             f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image {record.image.name} "
             f"size {image.shape[1]}x{image.shape[0]} (W x H)",
         )
-    return RawSample(image=image, mask=mask, id=record.id, group=record.group, meta=dict(record.meta))
+    meta = {**record.meta, **image_meta(image_info), **mask_meta([mask_info])}
+    return RawSample(image=image, mask=mask, id=record.id, group=record.group, meta=meta)
 
 
 @FORMATS.register("folder")
@@ -204,7 +218,8 @@ class SyntheticDataset(RawDataset):
 
     If ``DIR`` is missing it is generated with :func:`fdseg.data.synthetic.write_synthetic`; if it exists, its
     ``synthetic.json`` must describe the same generation, otherwise a ``DatasetError`` is raised (nothing is
-    overwritten). Options: ``family`` (``nuclei`` | ``ultrasound``), ``site`` (a preset name, see
+    overwritten). Options: ``family`` (``nuclei`` | ``ultrasound`` | ``nuclei_mc``: typed nuclei with class
+    maps), ``site`` (a preset name, see
     :func:`fdseg.data.synthetic.site_names`), ``n``, ``seed``, ``size``, ``channels`` (1 or 3). Samples are
     those of ``folder:DIR``.
     """
@@ -245,6 +260,24 @@ class SyntheticDataset(RawDataset):
         )
         return scan_image_mask_folders(self.root)
 
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The nucleus types of family ``nuclei_mc`` (background first); ``None`` for binary families."""
+        if self.options["family"] != "nuclei_mc":
+            return None
+        from fdseg.data.synthetic import MULTICLASS_NAMES
+
+        return MULTICLASS_NAMES
+
     def load_record(self, record: Record) -> RawSample:
-        """Decode one generated pair (masks are 0/255 PNGs)."""
-        return load_image_mask_pair(record, channels=int(self.options["channels"]))
+        """Decode one generated pair (0/255 PNG masks); ``nuclei_mc`` adds ``classes`` from ``classes/``."""
+        sample = load_image_mask_pair(record, channels=int(self.options["channels"]))
+        if self.options["family"] == "nuclei_mc":
+            path = self.root / "classes" / f"{record.id}.png"
+            if not path.is_file():
+                raise DatasetError(path, "missing class map of a nuclei_mc image (regenerate the folder)")
+            classes = np.asarray(Image.open(path))
+            if classes.shape != sample["mask"].shape:
+                raise DatasetError(path, f"class map {classes.shape} != mask {sample['mask'].shape}")
+            sample["classes"] = classes.astype(np.uint8)
+        return sample

@@ -7,11 +7,15 @@ Layouts read (the root may be the folder shown or any folder up to three levels 
 * Kaggle (``tnbc-seg``): ``MonuSeg/{Training,Test}/`` with ``TissueImages/<id>.png|.tif`` and
   ``GroundTruth/<id>_bin_mask.png``.
 
-Masks of the official layouts are rasterised from the Aperio ImageScope XML: every ``<Region>`` with at
-least 3 vertices is filled with ``skimage.draw.polygon(Y - 0.5, X - 0.5)`` (the half-pixel offset of MATLAB's
-``poly2mask``, which matches the distributed binary masks), clipped to the image; overlapping polygons are
-foreground. ``instances`` (int32) numbers the kept regions 1..N in file order, a later region overwriting an
-earlier one where they overlap. The Kaggle layout has binary masks only (no ``instances``).
+Masks of the official layouts are rasterised from the Aperio ImageScope XML by each ``<Region>``'s ``Type``:
+0 polygons (at least 3 vertices) and 1 rectangles are filled with ``skimage.draw.polygon(Y - 0.5, X - 0.5)``
+(the half-pixel offset of MATLAB's ``poly2mask``, which matches the distributed binary masks), 2 ellipses
+inscribed in the box of their two corner vertices with the same pixel-centre rule; other types (arrows,
+rulers, …) are skipped and named in ``meta["skipped_regions"]``. Regions with ``NegativeROA="1"`` are holes,
+subtracted from the areas. Everything is clipped to the image; overlapping areas are foreground.
+``instances`` (int32) numbers the kept areas 1..N in file order, a later region overwriting an earlier one
+where they overlap, and ``mask == (instances > 0)`` always. The Kaggle layout has binary masks only (no
+``instances``).
 
 ``Record.split`` is the official split (``"train"``/``"test"``); the group is the TCGA patient
 (``TCGA-2Z-A9J9``), so the grouped splits never put one patient on both sides.
@@ -20,7 +24,7 @@ earlier one where they overlap. The Kaggle layout has binary masks only (no ``in
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,67 +47,192 @@ _PATIENT = re.compile(r"^(TCGA-[^-]+-[^-]+)")
 _SEARCH_DEPTH = 3
 
 
+#: Aperio ImageScope region types: the areas fdseg fills, and the names of those it skips.
+REGION_TYPES = {0: "polygon", 1: "rectangle", 2: "ellipse"}
+_OTHER_TYPES = {3: "arrow", 4: "ruler"}
+
+
 @dataclass(frozen=True)
-class Polygons:
-    """Nucleus polygons of one XML file.
+class Region:
+    """One area of an Aperio XML.
 
     Attributes:
-        polygons: one ``(N_i, 2)`` float64 array of ``(x, y)`` = (column, row) vertices per kept region.
-        skipped: ids of regions with fewer than 3 vertices (not rasterised).
+        id: the ``Region Id``.
+        shape: ``"polygon"`` (Type 0, and Type 1 rectangles given by their corners) or ``"ellipse"`` (Type 2).
+        vertices: ``(N, 2)`` float64 ``(x, y)`` = (column, row); for an ellipse its two bounding-box corners.
+        negative: ``NegativeROA="1"``: a hole, subtracted from the areas.
+    """
+
+    id: str
+    shape: str
+    vertices: np.ndarray
+    negative: bool = False
+
+
+@dataclass(frozen=True)
+class Polygons:
+    """Nucleus regions of one XML file.
+
+    Attributes:
+        polygons: one ``(N_i, 2)`` float64 array of ``(x, y)`` = (column, row) vertices per kept polygon
+            (Types 0 and 1, holes excluded).
+        skipped: ids of regions not rasterised (see ``reasons``).
         outside: number of kept regions with a vertex outside ``[0, W] x [0, H]`` (clipped when filled).
+        regions: every kept region (polygons, ellipses and holes) in file order.
+        reasons: region id -> why it was skipped (``"polygon with fewer than 3 vertices"``,
+            ``"Type 3 (arrow) is not an area"``, …).
     """
 
     polygons: list[np.ndarray]
     skipped: list[str]
     outside: int = 0
+    regions: tuple[Region, ...] = ()
+    reasons: dict[str, str] = field(default_factory=dict)
 
 
 def read_polygons(path: str | Path) -> Polygons:
-    """Parse an Aperio ImageScope XML into polygons (``Region`` -> ``Vertices/Vertex@X,@Y``).
+    """Parse an Aperio ImageScope XML into regions (``Region@Type,@NegativeROA`` -> ``Vertices/Vertex@X,@Y``).
 
-    Streams the file with :func:`~fdseg.data.formats._io.scan_xml` (hostile XML refused as with defusedxml).
+    ``Type`` 0 is a polygon (at least 3 vertices), 1 a rectangle (its 4 corners, or 2 opposite corners),
+    2 an ellipse inscribed in the box of its two corner vertices; other types (3 arrow, 4 ruler, …) are
+    skipped and named in ``reasons``. ``NegativeROA="1"`` marks a hole. Streams the file with
+    :func:`~fdseg.data.formats._io.scan_xml` (hostile XML refused as with defusedxml).
 
     Raises:
-        DatasetError: malformed or hostile XML, no ``Region`` element, a vertex without a finite X/Y.
+        DatasetError: malformed or hostile XML, no ``Region`` element, a vertex without a finite X/Y, or a
+            ``Type`` that is not an integer.
     """
     path = Path(path)
-    regions: list[tuple[str, list[tuple[str | None, str | None]]]] = []
+    raw_regions: list[tuple[dict[str, str], list[tuple[str | None, str | None]]]] = []
     root_tag: list[str] = []
 
     def on_start(tag: str, attrs: dict[str, str]) -> None:
         if tag == "Vertex":
-            if regions:
-                regions[-1][1].append((attrs.get("X"), attrs.get("Y")))
+            if raw_regions:
+                raw_regions[-1][1].append((attrs.get("X"), attrs.get("Y")))
         elif tag == "Region":
-            regions.append((attrs.get("Id", f"#{len(regions) + 1}"), []))
+            raw_regions.append(({"Id": f"#{len(raw_regions) + 1}", **attrs}, []))
         elif not root_tag:
             root_tag.append(tag)
 
     scan_xml(path, on_start)
-    if not regions:
+    if not raw_regions:
         root = root_tag[0] if root_tag else "?"
         raise DatasetError(
             path, f"no <Region> element in this XML (root <{root}>); not an Aperio annotation?"
         )
-    polygons: list[np.ndarray] = []
-    skipped: list[str] = []
-    for region_id, raw in regions:
-        if len(raw) < 3:
-            skipped.append(region_id)
+    regions: list[Region] = []
+    reasons: dict[str, str] = {}
+    for attrs, raw in raw_regions:
+        region_id = attrs["Id"]
+        type_text = attrs.get("Type", "0").strip() or "0"
+        if not type_text.lstrip("-").isdigit():
+            raise DatasetError(path, f"Region Id={region_id}: Type={type_text!r} is not an integer")
+        kind = int(type_text)
+        negative = attrs.get("NegativeROA", "0").strip() == "1"
+        if kind not in REGION_TYPES:
+            name = _OTHER_TYPES.get(kind, "unknown")
+            reasons[region_id] = f"Type {kind} ({name}) is not an area"
             continue
-        try:
-            coords = np.array([(float(x or "nan"), float(y or "nan")) for x, y in raw], dtype=np.float64)
-        except ValueError:
-            bad = next(v for v in raw if not _is_number(v[0]) or not _is_number(v[1]))
-            raise DatasetError(
-                path, f"Region Id={region_id}: vertex X={bad[0]!r} Y={bad[1]!r} is not a number"
-            ) from None
-        if not np.all(np.isfinite(coords)):
-            bad_at = int(np.nonzero(~np.isfinite(coords).all(axis=1))[0][0])
-            x, y = raw[bad_at]
-            raise DatasetError(path, f"Region Id={region_id}: vertex X={x!r} Y={y!r} is not a finite number")
-        polygons.append(coords)
-    return Polygons(polygons=polygons, skipped=skipped)
+        coords = _vertices(path, region_id, raw)
+        if kind == 0 and len(coords) < 3:
+            reasons[region_id] = "polygon with fewer than 3 vertices"
+            continue
+        if kind == 1:
+            if len(coords) == 2:
+                (x0, y0), (x1, y1) = coords
+                coords = np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], dtype=np.float64)
+            elif len(coords) < 2:
+                reasons[region_id] = "rectangle with fewer than 2 vertices"
+                continue
+        shape = "polygon"
+        if kind == 2:
+            if len(coords) < 2:
+                reasons[region_id] = "ellipse with fewer than 2 corner vertices"
+                continue
+            lo, hi = coords.min(axis=0), coords.max(axis=0)
+            if np.any(hi - lo <= 0):
+                reasons[region_id] = "ellipse with zero width or height"
+                continue
+            coords, shape = np.array([lo, hi]), "ellipse"
+        regions.append(Region(id=region_id, shape=shape, vertices=coords, negative=negative))
+    polygons = [r.vertices for r in regions if r.shape == "polygon" and not r.negative]
+    return Polygons(polygons=polygons, skipped=list(reasons), regions=tuple(regions), reasons=reasons)
+
+
+def _vertices(path: Path, region_id: str, raw: list[tuple[str | None, str | None]]) -> np.ndarray:
+    """``(N, 2)`` float64 vertices of one region; a missing or non-finite coordinate names the file."""
+    try:
+        coords = np.array([(float(x or "nan"), float(y or "nan")) for x, y in raw], dtype=np.float64)
+    except ValueError:
+        bad = next(v for v in raw if not _is_number(v[0]) or not _is_number(v[1]))
+        raise DatasetError(
+            path, f"Region Id={region_id}: vertex X={bad[0]!r} Y={bad[1]!r} is not a number"
+        ) from None
+    coords = coords.reshape(-1, 2)
+    if not np.all(np.isfinite(coords)):
+        bad_at = int(np.nonzero(~np.isfinite(coords).all(axis=1))[0][0])
+        x, y = raw[bad_at]
+        raise DatasetError(path, f"Region Id={region_id}: vertex X={x!r} Y={y!r} is not a finite number")
+    return coords
+
+
+def rasterize_ellipse(corners: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Fill the ellipse inscribed in the box of two ``(x, y)`` corners, with the polygons' pixel convention.
+
+    Pixel ``(r, c)`` has its centre at ``(c + 0.5, r + 0.5)`` in annotation coordinates (the ``poly2mask``
+    half-pixel rule of :func:`rasterize_polygons`) and is inside when
+    ``((c + 0.5 - cx) / rx)**2 + ((r + 0.5 - cy) / ry)**2 <= 1``.
+
+    Args:
+        corners: ``(2, 2)`` float array ``[(x0, y0), (x1, y1)]`` with ``x1 > x0`` and ``y1 > y0``.
+        shape: ``(H, W)``; pixels outside are clipped.
+
+    Returns:
+        ``(H, W)`` bool.
+    """
+    (x0, y0), (x1, y1) = corners
+    cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+    rows = np.arange(shape[0], dtype=np.float64)[:, None] + 0.5
+    cols = np.arange(shape[1], dtype=np.float64)[None, :] + 0.5
+    inside: np.ndarray = ((cols - cx) / rx) ** 2 + ((rows - cy) / ry) ** 2 <= 1.0
+    return inside
+
+
+def rasterize_regions(regions: tuple[Region, ...], shape: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+    """Fill the regions of an XML into an instance map: areas numbered in file order, holes subtracted.
+
+    Positive regions get labels ``1..N`` in file order (a later region overwrites an earlier one where
+    they overlap, as in :func:`rasterize_polygons`); every pixel of a hole (``negative``) is background.
+
+    Returns:
+        ``(instances, overlap_px, hole_px)``: instances ``(H, W)`` int32; pixels covered by more than one
+        area; foreground pixels removed by holes.
+    """
+    positive = [r for r in regions if not r.negative]
+    polygons = [r.vertices for r in positive if r.shape == "polygon"]
+    instances, overlap = rasterize_polygons(polygons, shape)
+    if len(polygons) != len(positive):
+        labels = np.array(
+            [0] + [i + 1 for i, r in enumerate(positive) if r.shape == "polygon"], dtype=np.int32
+        )
+        instances = labels[instances]
+        for i, region in enumerate(positive):
+            if region.shape == "ellipse":
+                inside = rasterize_ellipse(region.vertices, shape)
+                overlap += int(np.count_nonzero(inside & (instances > 0)))
+                instances[inside] = np.maximum(instances[inside], i + 1)
+    hole_px = 0
+    holes = [r for r in regions if r.negative]
+    if holes:
+        hole_polygons = [r.vertices for r in holes if r.shape == "polygon"]
+        hole = rasterize_polygons(hole_polygons, shape)[0] > 0
+        for region in holes:
+            if region.shape == "ellipse":
+                hole |= rasterize_ellipse(region.vertices, shape)
+        hole_px = int(np.count_nonzero(hole & (instances > 0)))
+        instances[hole] = 0
+    return instances, overlap, hole_px
 
 
 def _is_number(text: str | None) -> bool:
@@ -389,6 +518,7 @@ class MoNuSeg(FormatLoader):
             return RawSample(image=image, mask=mask, id=record.id, group=record.group, meta=meta)
         parsed = read_polygons(label)
         height, width = image.shape[:2]
+        positive = [r.vertices for r in parsed.regions if not r.negative]
         outside = sum(
             int(
                 (p[:, 0].min() < 0)
@@ -396,12 +526,16 @@ class MoNuSeg(FormatLoader):
                 or (p[:, 0].max() > width)
                 or (p[:, 1].max() > height)
             )
-            for p in parsed.polygons
+            for p in positive
         )
-        instances, overlap = rasterize_polygons(parsed.polygons, (height, width))
+        instances, overlap, hole_px = rasterize_regions(parsed.regions, (height, width))
+        shapes = sorted({r.shape for r in parsed.regions if not r.negative})
         meta.update(
             {
-                "regions": str(len(parsed.polygons)),
+                "regions": str(len(positive)),
+                "region_shapes": ",".join(shapes),
+                "holes": str(len(parsed.regions) - len(positive)),
+                "hole_px": str(hole_px),
                 "regions_skipped": str(len(parsed.skipped)),
                 "regions_clipped": str(outside),
                 "overlap_px": str(overlap),
@@ -409,6 +543,7 @@ class MoNuSeg(FormatLoader):
         )
         if parsed.skipped:
             meta["skipped_region_ids"] = ",".join(parsed.skipped)
+            meta["skipped_regions"] = "; ".join(f"{k}: {v}" for k, v in parsed.reasons.items())
         return RawSample(
             image=image,
             mask=instances > 0,
