@@ -41,15 +41,15 @@ METHODS = ("U-Net", "U-Net + L_fd")
 
 
 def default_config(out: str | Path) -> ExperimentConfig:
-    """The synthetic default: nuclei_mc (three nucleus types), 48² images, a small U-Net, 240 steps."""
+    """The synthetic default: nuclei_mc (three nucleus types), 32² images, a small U-Net, 160 steps."""
     data = (Path(out) / "data").resolve()
     return ExperimentConfig.from_dict(
         {
             "schema": 1,
             "name": "multiclass synthetic nuclei",
             "data": {
-                "base": f"synthetic:{data / 'nuclei_mc'}?family=nuclei_mc&site=base&n=72&seed=0&size=48",
-                "image_size": 48,
+                "base": f"synthetic:{data / 'nuclei_mc'}?family=nuclei_mc&site=base&n=80&seed=0&size=32",
+                "image_size": 32,
                 "split_scheme": "paper",
                 "split_seed": 0,
                 "test_fraction": 0.3,
@@ -63,11 +63,11 @@ def default_config(out: str | Path) -> ExperimentConfig:
                 "kwargs": {"base_width": 8, "depth": 3},
             },
             "loss": {"fd": True, "lambda_strategy": "schedule", "lambda_kwargs": {"lambda_max": 0.01}},
-            "optim": {"lr": 2e-3, "weight_decay": 0.01, "scheduler": "cosine"},
+            "optim": {"lr": 3e-3, "weight_decay": 0.01, "scheduler": "cosine"},
             "train": {
                 "epochs_phase1": 1,
                 "epochs_phase2": 1,
-                "max_steps": 240,
+                "max_steps": 160,
                 "batch_size": 8,
                 "eval_batch_size": 32,
                 "progress_bar": False,
