@@ -85,6 +85,8 @@ def test_cli_figures_all_kinds_and_bad_id(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "image 'no_such_image' is not in the data of run" in err[0]
     assert not (tmp_path / "x").exists()
+    assert main(["figures", str(run), "--kind", "overlay", "--class", "tumour", "-o", str(tmp_path)]) == 1
+    assert "unknown class 'tumour'" in capsys.readouterr().err
     assert main(["figures", str(run), "--kind", "arrows", "-o", str(tmp_path)]) == 1
     assert main(["figures", str(run), "--kind", "bars", "-o", str(tmp_path)]) == 1
     assert "unknown figure kind 'bars'" in capsys.readouterr().err

@@ -3,9 +3,10 @@
 The configuration (a multi-class run: ``model.head`` = ``binary_per_class`` or ``softmax``) is the
 "U-Net + L_fd" arm; the "U-Net" arm is the same run without L_fd (``loss.fd = false``) and with
 ``train.compute_matched = true`` (the same two phases and step budget), so the arms differ only in the loss.
-The evaluation still records each image's per-class L_fd for both arms. Each arm is trained once per seed (``train.seed`` =
-0, 1, …; the data split stays the configuration's) through :class:`~fdseg.experiments.executors.LocalExecutor`
-(one ``fdseg train`` subprocess per run) and evaluated per image and class on the test split.
+The evaluation still records each image's per-class L_fd for both arms. Each arm is trained once per seed
+(``train.seed`` = 0, 1, …; the data split stays the configuration's) through
+:class:`~fdseg.experiments.executors.LocalExecutor` (one ``fdseg train`` subprocess per run) and evaluated per
+image and class on the test split.
 
 Outputs in the experiment folder:
 
