@@ -18,6 +18,8 @@ from fdseg.training.config import ExperimentConfig
 from fdseg.training.run import train_run
 from fdseg.viz.qualitative import FP_COLOR, activation_map
 
+pytestmark = pytest.mark.slow  # one tiny run trained for the module
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:

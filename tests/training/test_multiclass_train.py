@@ -44,6 +44,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("head", "channels"), [("binary_per_class", 3), ("softmax", 4)])
 def test_both_heads_train_and_evaluate_per_class(
     tmp_path: Path, data_dir: Path, head: str, channels: int
@@ -73,6 +74,7 @@ def test_both_heads_train_and_evaluate_per_class(
     assert summary["head"] == head and "absent" in summary["empty_policy"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("version", "classes"), [("v5", "7"), ("v7.3", "4")])
 def test_consep_mat_fixture_trains_through_cli(tmp_path: Path, version: str, classes: str) -> None:
     make_consep(tmp_path / "data", version=version)
