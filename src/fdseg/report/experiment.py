@@ -239,6 +239,7 @@ def write_experiment_report(
     dpi: int = 100,
     comparison: Mapping[str, pd.DataFrame] | None = None,
     numeric_key: str | None = None,
+    sections: Sequence[tuple[str, str]] = (),
 ) -> Path:
     """Write ``out_dir/report.html`` (self-contained) and ``out_dir/figures/*.png`` for an experiment.
 
@@ -264,6 +265,7 @@ def write_experiment_report(
         comparison: metric -> the table of :func:`fdseg.metrics.compare_arms` (runs paired by seed and fold,
             images by id), shown as "Paired comparison".
         numeric_key: a numeric column of ``results`` that was swept (e.g. λ): adds a metric-vs-value plot.
+        sections: ``(heading, preformatted text)`` shown right after the notes (e.g. the Table 1 layout).
 
     Returns:
         The path of ``report.html``.
@@ -302,6 +304,9 @@ def write_experiment_report(
         f"Baseline: {base_name} ({why})."
     )
     page.bullets([str(n) for n in notes])
+    for heading, text in sections:
+        page.heading(heading)
+        page.preformatted(text)
 
     page.heading("Results (mean ± sd over seeds; n = number of seeds)")
     page.table(_results_table(frame, metrics))
