@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import MONUSEG_REGIONS, SHARED_DATA, make_monuseg, make_monuseg_kaggle
+from fixtures import MONUSEG_REGIONS, SHARED_DATA, make_monuseg, make_monuseg_kaggle, save
 from skimage.draw import polygon as sk_polygon
 
 from fdseg.data.base import open_dataset
+from fdseg.data.check import check_dataset
 from fdseg.data.errors import DatasetError
 from fdseg.data.formats.monuseg import rasterize_polygons, read_polygons
 
@@ -134,3 +135,82 @@ def test_bad_annotations_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="image without an annotation") as err:
         open_dataset(f"monuseg:{tmp_path}")
     assert err.value.path == xml.with_suffix(".tif")
+
+
+def _region_xml(regions: list[tuple[int, int, list[tuple[float, float]], bool]]) -> str:
+    """Aperio XML with one ``<Region Id Type NegativeROA>`` per ``(id, type, vertices, negative)``."""
+    out = ['<Annotations><Annotation Id="1" Type="4"><Regions>']
+    for region_id, kind, vertices, negative in regions:
+        out.append(f'<Region Id="{region_id}" Type="{kind}" NegativeROA="{int(negative)}"><Vertices>')
+        out += [f'<Vertex X="{x}" Y="{y}"/>' for x, y in vertices]
+        out.append("</Vertices></Region>")
+    out.append("</Regions></Annotation></Annotations>")
+    return "\n".join(out)
+
+
+def _one_tile(root: Path, xml: str, size: int = 48) -> Path:
+    folder = root / "MoNuSegTestData"
+    save(folder / "TCGA-ZZ-0001-01A.tif", np.full((size, size, 3), 200, np.uint8))
+    (folder / "TCGA-ZZ-0001-01A.xml").write_text(xml)
+    return folder
+
+
+def _ellipse_reference(shape: tuple[int, int], x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    """Pixel centres (c + 0.5, r + 0.5) inside the ellipse inscribed in the box, tested one by one."""
+    cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+    out = np.zeros(shape, bool)
+    for r in range(shape[0]):
+        for c in range(shape[1]):
+            out[r, c] = ((c + 0.5 - cx) / rx) ** 2 + ((r + 0.5 - cy) / ry) ** 2 <= 1.0
+    return out
+
+
+def test_square_plus_type2_ellipse_loads_about_248_px(tmp_path: Path) -> None:
+    square = [(2, 2), (12, 2), (12, 12), (2, 12)]
+    xml = _region_xml([(1, 0, square, False), (2, 2, [(20, 20), (36, 32)], False)])
+    ds = open_dataset(f"monuseg:{_one_tile(tmp_path, xml)}")
+    sample = ds[0]
+    ellipse = _ellipse_reference((48, 48), 20, 20, 36, 32)
+    assert int(ellipse.sum()) == 148 and abs(ellipse.sum() - np.pi * 8 * 6) < 4
+    assert int(sample["mask"].sum()) == 248
+    expected = np.zeros((48, 48), np.int32)
+    expected[2:12, 2:12] = 1
+    expected[ellipse] = 2
+    np.testing.assert_array_equal(sample["instances"], expected)
+    assert sample["meta"]["regions"] == "2" and sample["meta"]["regions_skipped"] == "0"
+    assert sample["meta"]["region_shapes"] == "ellipse,polygon"
+
+
+def test_rectangles_holes_and_other_types(tmp_path: Path) -> None:
+    xml = _region_xml(
+        [
+            (1, 0, [(2, 2), (12, 2), (12, 12), (2, 12)], False),
+            (2, 0, [(4, 4), (8, 4), (8, 8), (4, 8)], True),  # a hole in the square
+            (3, 1, [(40, 2), (45, 6)], False),  # rectangle from two corners: 5 x 4
+            (4, 2, [(20, 20), (36, 32)], False),
+            (5, 2, [(24, 24), (32, 28)], True),  # an elliptic hole in the ellipse
+            (6, 3, [(1, 1), (5, 5)], False),  # arrow
+            (7, 4, [(1, 40), (30, 40)], False),  # ruler
+            (8, 9, [(1, 1), (2, 2), (1, 2)], False),  # unknown type
+        ]
+    )
+    folder = _one_tile(tmp_path, xml)
+    sample = open_dataset(f"monuseg:{folder}")[0]
+    outer = _ellipse_reference((48, 48), 20, 20, 36, 32)
+    inner = _ellipse_reference((48, 48), 24, 24, 32, 28)
+    expected = np.zeros((48, 48), np.int32)
+    expected[2:12, 2:12] = 1
+    expected[4:8, 4:8] = 0
+    expected[2:6, 40:45] = 2
+    expected[outer & ~inner] = 3
+    np.testing.assert_array_equal(sample["instances"], expected)
+    np.testing.assert_array_equal(sample["mask"], sample["instances"] > 0)
+    assert int(sample["mask"].sum()) == 100 - 16 + 20 + int(outer.sum()) - int(inner.sum())
+    meta = sample["meta"]
+    assert meta["holes"] == "2" and meta["regions"] == "3" and meta["skipped_region_ids"] == "6,7,8"
+    assert "6: Type 3 (arrow) is not an area" in meta["skipped_regions"]
+    assert "7: Type 4 (ruler)" in meta["skipped_regions"] and "8: Type 9 (unknown)" in meta["skipped_regions"]
+    report = check_dataset(f"monuseg:{folder}")
+    skipped = [p for p in report.problems if "annotation regions skipped" in p.message]
+    assert len(skipped) == 1 and "arrow" in skipped[0].message and skipped[0].path.suffix == ".xml"
+    assert any("2 NegativeROA hole regions subtracted" in p.message for p in report.problems)

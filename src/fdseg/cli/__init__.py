@@ -28,6 +28,11 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Generate and check datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+experiment_app = typer.Typer(
+    help="The paper's studies (Table 1, data addition, robustness, multi-class), one command each.",
+    no_args_is_help=True,
+)
+app.add_typer(experiment_app, name="experiment")
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or gpu.")]
 

@@ -2,5 +2,7 @@
 
 from fdseg.cli import (
     evaluation,  # noqa: F401
+    multiclass,  # noqa: F401
+    studies,  # noqa: F401  (fdseg sweep, fdseg compare, fdseg experiment table1)
     studies_addition,  # noqa: F401  (fdseg divergence, fdseg experiment …)
 )

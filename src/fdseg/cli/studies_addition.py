@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fdseg.cli import _echo, app
+from fdseg.cli import _echo, app, experiment_app
 
 
 def parse_numbers(text: str | None, option: str) -> list[float | int] | None:
@@ -95,9 +95,6 @@ def divergence(
         csv_path, json_path = result.write(out)
         _echo(f"written: {csv_path} {json_path}")
 
-
-experiment_app = typer.Typer(help="Multi-run studies: data addition (Fig. 3), noise robustness (Fig. 9).")
-app.add_typer(experiment_app, name="experiment")
 
 JobsOpt = Annotated[int, typer.Option(help="Runs in parallel (torch threads = cores / jobs).")]
 SeedsOpt = Annotated[int, typer.Option(help="Seeds per arm and condition (train.seed 0..N-1).")]

@@ -103,6 +103,12 @@ class RawDataset(ABC):
 
     # -- provided -----------------------------------------------------------------------------------------
     @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """Names of the labels of ``RawSample["classes"]`` (index = label, 0 = background), or ``None`` for a
+        dataset without class labels."""
+        return None
+
+    @property
     def spec(self) -> str:
         """The spec that reopens this dataset."""
         opts = "&".join(

@@ -43,6 +43,8 @@ from fdseg.data.errors import DatasetError
 
 IMAGE_RESIZE_MODES: tuple[str, ...] = ("bilinear", "area", "bicubic", "nearest")
 MASK_RESIZE_MODES: tuple[str, ...] = ("nearest", "area", "any", "bicubic")
+#: What a cached item's ``mask`` holds: the binary foreground or the class map.
+TARGETS: tuple[str, ...] = ("mask", "classes")
 
 _PIL_FILTERS = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -117,6 +119,13 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int], *, mode: str = "nearest
     if size[0] > mask.shape[0] or size[1] > mask.shape[1]:  # upsampling: nearest covers the gaps
         out |= np.asarray(pil.resize(target, Image.Resampling.NEAREST)) > 127
     return out
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a class map (H, W) uint8 with nearest neighbour (labels are never blended)."""
+    if labels.shape == size:
+        return labels.copy()
+    return np.asarray(Image.fromarray(labels).resize((size[1], size[0]), Image.Resampling.NEAREST))
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -204,6 +213,9 @@ class CachedDataset:
         tile: patch side in px (after resizing); ``None`` for whole images.
         stride: step between patches (default ``tile``, i.e. no overlap).
         progress: called as ``progress(done, total)`` after each record is prepared.
+        target: what ``mask`` holds: ``"mask"`` (binary foreground, bool) or ``"classes"`` (the loader's class
+            map, uint8 labels, resized with nearest neighbour whatever ``mask_resize`` says; a loader without
+            class maps is an error naming the file).
 
     Raises:
         ValueError: a bad size, mode, tile or stride (before anything is decoded).
@@ -222,8 +234,11 @@ class CachedDataset:
         tile: int | None = None,
         stride: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        target: str = "mask",
     ) -> None:
         check_option("image resize mode", image_resize, IMAGE_RESIZE_MODES)
+        check_option("cache target", target, TARGETS)
+        self.target = target
         check_option("mask resize mode", mask_resize, MASK_RESIZE_MODES)
         self.size = _as_size(size)
         if tile is not None and (tile < 1 or (stride is not None and stride < 1)):
@@ -264,6 +279,8 @@ class CachedDataset:
             "image_resize": self.image_resize,
             "mask_resize": self.mask_resize,
         }
+        if self.target != "mask":  # binary entries keep their keys
+            payload["target"] = self.target
         return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def entry_path(self, record: Record) -> Path:
@@ -281,6 +298,20 @@ class CachedDataset:
                 f"loader returned image {image.shape} {image.dtype} and mask {mask.shape}; "
                 "expected (H, W, C) uint8 and (H, W) bool",
             )
+        if self.target == "classes":
+            classes = sample.get("classes")
+            if classes is None:
+                raise DatasetError(
+                    record.image,
+                    f"{self.raw.format_name} has no class labels; multi-class training needs them",
+                )
+            if classes.shape != image.shape[:2]:
+                raise DatasetError(record.image, f"class map {classes.shape} != image {image.shape[:2]}")
+            labels = np.asarray(classes, dtype=np.uint8)
+            if self.size is not None:
+                image = resize_image(image, self.size, mode=self.image_resize)
+                labels = resize_labels(labels, self.size)
+            return np.ascontiguousarray(image), np.ascontiguousarray(labels)
         if self.size is not None:
             image = resize_image(image, self.size, mode=self.image_resize)
             mask = resize_mask(mask.astype(bool), self.size, mode=self.mask_resize)

@@ -87,6 +87,8 @@ class CheckReport:
     split_scheme: str = ""
     size: tuple[int, int] | None = None
     problems: list[Problem] = field(default_factory=list)
+    class_fractions: dict[str, float] | None = None
+    class_images: dict[str, int] | None = None
 
     @property
     def ok(self) -> bool:
@@ -125,6 +127,8 @@ class CheckReport:
             "split": dict(self.split) if self.split is not None else None,
             "split_scheme": self.split_scheme,
             "size": list(self.size) if self.size else None,
+            "class_fractions": dict(self.class_fractions) if self.class_fractions is not None else None,
+            "class_images": dict(self.class_images) if self.class_images is not None else None,
             "problems": [
                 {"path": str(p.path), "message": p.message, "severity": p.severity} for p in self.problems
             ],
@@ -163,6 +167,12 @@ class CheckReport:
                 f"  empty masks: {len(self.empty_masks)}; masks with soft values: "
                 f"{len(self.nonbinary_masks)}{f' ({soft}{more})' if soft else ''}; "
                 f"size mismatches: {self.size_mismatches}"
+            )
+        if self.class_fractions is not None and self.class_images is not None:
+            lines.append("  class pixel fractions (images containing the class):")
+            lines.extend(
+                f"    {name}: {frac:.4f} ({self.class_images[name]})"
+                for name, frac in self.class_fractions.items()
             )
         if self.groups:
             sizes_g = sorted(self.groups.values())
@@ -306,6 +316,10 @@ def check_dataset(
     channels: Counter[int] = Counter()
     fractions: list[float] = []
     not_square = 0
+    names = dataset.class_names
+    class_pixels = np.zeros(len(names), np.int64) if names is not None else None
+    class_images = np.zeros(len(names), np.int64) if names is not None else None
+    total_pixels = 0
     for record in dataset.records:
         try:
             sample = dataset.load_record(record)
@@ -325,6 +339,26 @@ def check_dataset(
         channels[int(image.shape[2]) if image.ndim == 3 else 1] += 1
         fraction = float(mask.mean()) if mask.size else 0.0
         fractions.append(fraction)
+        classes = sample.get("classes")
+        if (
+            names is not None
+            and class_pixels is not None
+            and class_images is not None
+            and classes is not None
+        ):
+            counts = np.bincount(np.asarray(classes, np.int64).ravel(), minlength=len(names))
+            if counts.size > len(names):
+                where = record.mask_files[0] if record.mask_files else record.image
+                bad = int(np.flatnonzero(counts[len(names) :])[0]) + len(names)
+                report.problems.append(
+                    Problem(
+                        where, f"class index {bad} is outside 0..{len(names) - 1} ({list(names)})", "error"
+                    )
+                )
+                counts = counts[: len(names)]
+            class_pixels += counts
+            class_images += counts > 0
+            total_pixels += int(classes.size)
         if not mask.any():
             report.empty_masks.append(record.id)
             where = record.mask_files[0] if record.mask_files else record.image
@@ -376,6 +410,9 @@ def check_dataset(
         report.fg_fraction_mean = float(np.mean(fractions))
         report.fg_fraction_min = float(np.min(fractions))
         report.fg_fraction_max = float(np.max(fractions))
+    if names is not None and class_pixels is not None and class_images is not None and total_pixels:
+        report.class_fractions = {n: float(c) / total_pixels for n, c in zip(names, class_pixels)}
+        report.class_images = {n: int(c) for n, c in zip(names, class_images)}
     if target is not None and not_square:
         report.problems.append(
             Problem(
@@ -402,8 +439,8 @@ def check_dataset(
         report.problems.append(
             Problem(
                 dataset.root,
-                f"official test-only folder: its {n_test} images are usable for testing (evaluate a trained "
-                "run on this spec), not for training",
+                f"official test-only folder: its {n_test} images are usable for testing, not for training "
+                "(a spec on the folder above it gives the official training set as well)",
                 "info",
             )
         )

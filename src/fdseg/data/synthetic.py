@@ -15,6 +15,10 @@ seed and differ only in their masks; two sites that share geometry (``base`` and
 objects rendered differently. To draw a novel site's images independently of the base site's, give it a
 different seed.
 
+The multi-class family ``nuclei_mc`` draws nuclei of three types (:data:`NUCLEUS_TYPES`: small dark round
+lymphocytes, large pale irregular epithelial nuclei, elongated spindle nuclei) on the same H&E background,
+with the nuclei presets as sites, and also returns the class map (:func:`generate_class_map`).
+
 The nuclei family follows the calibrated toy of ``synthetic-calibration.md`` §1 (64×64, rendered on an 88×88
 canvas and centre-cropped; Beer–Lambert H&E; pale nuclei as hard positives; unannotated faint "cytoplasm"
 blobs and fibre streaks as hard negatives). Its presets (``base``, ``appear``, ``appear_mild``, ``geom``,
@@ -47,8 +51,18 @@ from fdseg.data.errors import DatasetError
 #: Bump when the generator's output changes for the same parameters.
 GENERATOR_VERSION = 1
 
-Family = Literal["nuclei", "ultrasound"]
-FAMILIES: tuple[str, ...] = ("nuclei", "ultrasound")
+Family = Literal["nuclei", "ultrasound", "nuclei_mc"]
+FAMILIES: tuple[str, ...] = ("nuclei", "ultrasound", "nuclei_mc")
+
+#: Nucleus types of the multi-class family ``nuclei_mc``: name, radius factor (x ``r_mean``), eccentricity,
+#: boundary wobble, haematoxylin density, share of the nuclei. They differ in size, shape and stain.
+NUCLEUS_TYPES: tuple[tuple[str, float, float, float, float, float], ...] = (
+    ("lymphocyte", 0.65, 0.10, 0.05, 1.35, 0.40),  # small, round, dark
+    ("epithelial", 1.35, 0.30, 0.15, 0.70, 0.35),  # large, irregular, pale
+    ("spindle", 1.00, 0.75, 0.08, 1.00, 0.25),  # elongated
+)
+#: Class names of ``nuclei_mc`` (index = label; 0 = background).
+MULTICLASS_NAMES: tuple[str, ...] = ("background", *(t[0] for t in NUCLEUS_TYPES))
 ANNOTATION_STYLES: tuple[str, ...] = ("true", "dilate", "erode", "smooth")
 
 Vec3 = tuple[float, float, float]
@@ -232,6 +246,7 @@ SITE_PRESETS: dict[str, dict[str, SiteConfig]] = {
     "nuclei": _family_presets(_NUCLEI_BASE, _NUCLEI_APPEAR, _NUCLEI_APPEAR_MILD, _NUCLEI_GEOM),
     "ultrasound": _family_presets(_US_BASE, _US_APPEAR, _US_APPEAR_MILD, _US_GEOM),
 }
+SITE_PRESETS["nuclei_mc"] = SITE_PRESETS["nuclei"]
 
 
 def site_names(family: str = "nuclei") -> list[str]:
@@ -401,6 +416,55 @@ def _nuclei(
     return rgb[crop], true_mask[crop], ann[crop]
 
 
+def _typed_nuclei(
+    site: SiteConfig, size: int, geo: np.random.Generator, tex: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Nuclei of :data:`NUCLEUS_TYPES` on the H&E background of :func:`_nuclei`.
+
+    Returns:
+        rgb (size, size, 3) float, true class map, annotated class map (size, size) uint8, and the annotated
+        binary mask.
+    """
+    pad = 12
+    side = size + 2 * pad
+    area = side * side / 64.0**2
+    shares = np.asarray([t[5] for t in NUCLEUS_TYPES])
+    n = int(geo.poisson(site.n_mean * area))
+    centres: list[tuple[float, float, float, int]] = []
+    for _ in range(n):
+        kind = int(geo.choice(len(NUCLEUS_TYPES), p=shares / shares.sum()))
+        factor = NUCLEUS_TYPES[kind][1]
+        for _try in range(30):
+            r = max(1.5, geo.normal(site.r_mean * factor, site.r_std * factor))
+            cy, cx = geo.uniform(0, side, 2)
+            if all(
+                (cy - y) ** 2 + (cx - x) ** 2 >= (site.min_dist * (r + rr)) ** 2 for y, x, rr, _k in centres
+            ):
+                centres.append((cy, cx, r, kind))
+                break
+    hema = np.zeros((side, side))
+    true_classes = np.zeros((side, side), dtype=np.uint8)
+    for cy, cx, r, kind in centres:
+        _name, _factor, ecc, wobble, density, _share = NUCLEUS_TYPES[kind]
+        inside, alpha, half = _blob(geo, r, ecc, wobble)
+        dens = density * geo.uniform(0.85, 1.15)
+        _paste(hema, alpha * dens, round(cy), round(cx), half, op="max")
+        layer = np.zeros((side, side), dtype=bool)
+        _paste(layer, inside, round(cy), round(cx), half, op="or")
+        true_classes[layer] = kind + 1
+    hema = hema * (1.0 + 0.3 * _smooth_noise(tex, (side, side), 0.8))
+    eosin = np.clip(1.0 + 0.25 * _smooth_noise(tex, (side, side), 10.0), 0.2, None)
+    od = site.h_conc * hema[..., None] * np.asarray(site.h_vec) + site.e_conc * eosin[..., None] * np.asarray(
+        site.e_vec
+    )
+    rgb = _finish(np.asarray(site.i0) * np.exp(-od), site, tex)
+    classes = np.zeros_like(true_classes)
+    for label in range(1, len(NUCLEUS_TYPES) + 1):  # later types win where annotations overlap
+        classes[apply_annotation(true_classes == label, site.annotation, site.annotation_amount)] = label
+    crop = (slice(pad, pad + size), slice(pad, pad + size))
+    return rgb[crop], true_classes[crop], classes[crop], classes[crop] > 0
+
+
 # -- ultrasound ------------------------------------------------------------------------------------------
 
 
@@ -457,12 +521,14 @@ class SyntheticData:
         masks: (N, H, W) bool, the site's annotation (what a loader returns as ``mask``).
         true_masks: (N, H, W) bool, the true object masks before the annotation style.
         ids: N ids, ``"0000"``, ``"0001"``, …
+        classes: (N, H, W) uint8 annotated class maps (family ``nuclei_mc``; ``None`` otherwise).
     """
 
     images: np.ndarray
     masks: np.ndarray
     true_masks: np.ndarray
     ids: tuple[str, ...] = field(default=())
+    classes: np.ndarray | None = None
 
 
 def _resolve_site(family: str, site: str | SiteConfig) -> tuple[str, SiteConfig]:
@@ -501,6 +567,9 @@ def generate_sample(
     tex = np.random.default_rng([seed, index, fam, 1])
     if family == "nuclei":
         image, true_mask, mask = _nuclei(cfg, size, geo, tex)
+    elif family == "nuclei_mc":
+        image, true_classes, _classes, mask = _typed_nuclei(cfg, size, geo, tex)
+        true_mask = true_classes > 0
     else:
         image, true_mask, mask = _ultrasound(cfg, size, geo, tex)
     if channels == 3 and image.shape[-1] == 1:
@@ -509,6 +578,21 @@ def generate_sample(
         image = (image @ np.array([0.299, 0.587, 0.114]))[..., None]
     image_u8 = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(image_u8), np.ascontiguousarray(mask), np.ascontiguousarray(true_mask)
+
+
+def generate_class_map(site: str | SiteConfig, *, seed: int, index: int, size: int = 64) -> np.ndarray:
+    """The annotated class map (size, size) uint8 of image ``index`` of the ``nuclei_mc`` draw ``seed``.
+
+    Labels index :data:`MULTICLASS_NAMES` (0 background, 1 lymphocyte, 2 epithelial, 3 spindle); the binary
+    ``mask`` of :func:`generate_sample` is ``class map > 0``.
+    """
+    _name, cfg = _resolve_site("nuclei_mc", site)
+    if size < 16:
+        raise ValueError(f"synthetic size must be >= 16, got {size}")
+    fam = FAMILIES.index("nuclei_mc")
+    geo = np.random.default_rng([seed, index, fam, 0])
+    tex = np.random.default_rng([seed, index, fam, 1])
+    return np.ascontiguousarray(_typed_nuclei(cfg, size, geo, tex)[2])
 
 
 def generate(
@@ -525,6 +609,9 @@ def generate(
         masks=np.stack([s[1] for s in samples]),
         true_masks=np.stack([s[2] for s in samples]),
         ids=tuple(f"{i:04d}" for i in range(n)),
+        classes=np.stack([generate_class_map(site, seed=seed, index=i, size=size) for i in range(n)])
+        if family == "nuclei_mc"
+        else None,
     )
 
 
@@ -533,7 +620,9 @@ def describe(
 ) -> dict[str, Any]:
     """The ``synthetic.json`` content describing a generation."""
     name, cfg = _resolve_site(family, site)
+    extra = {"class_names": list(MULTICLASS_NAMES)} if family == "nuclei_mc" else {}
     return {
+        **extra,
         "schema": 1,
         "generator_version": GENERATOR_VERSION,
         "family": family,
@@ -558,8 +647,9 @@ def write_synthetic(
 ) -> Path:
     """Write a generated site as ``out_dir/{images,masks}/<id>.png`` plus ``out_dir/synthetic.json``.
 
-    Masks are 0/255 grey PNGs. The folder is written to a temporary sibling and renamed into place, so a
-    partially written dataset is never visible.
+    Masks are 0/255 grey PNGs; the multi-class family also writes ``classes/<id>.png`` (class indices).
+    The folder is written to a temporary sibling and renamed into place, so a partially written dataset is
+    never visible.
 
     Returns:
         ``out_dir``.
@@ -583,6 +673,10 @@ def write_synthetic(
             Image.fromarray(mask.astype(np.uint8) * 255).save(
                 tmp / "masks" / f"{sample_id}.png", compress_level=1
             )
+        if data.classes is not None:  # class-index PNGs (0 = background), read by the synthetic: loader
+            (tmp / "classes").mkdir()
+            for classes, sample_id in zip(data.classes, data.ids):
+                Image.fromarray(classes).save(tmp / "classes" / f"{sample_id}.png", compress_level=1)
         (tmp / "synthetic.json").write_text(json.dumps(meta, indent=2) + "\n")
         os.replace(tmp, out)
     except OSError:

@@ -121,7 +121,8 @@ def _index_of(data: ArraySource, item_id: str) -> int:
 class SegmentationDataset(Dataset[Sample]):
     """Tensors for training and evaluation from an :class:`ArraySource` (e.g. a ``CachedDataset``).
 
-    Per item: uint8 (H, W, C) -> float32 (C, H, W) / 255, bool mask -> float32 (1, H, W); then ``noise``
+    Per item: uint8 (H, W, C) -> float32 (C, H, W) / 255, bool mask -> float32 (1, H, W) (an integer class
+    map -> int64 (1, H, W)); then ``noise``
     (fixed per id) and then ``transforms(sample, generator)``.
 
     Args:
@@ -196,7 +197,7 @@ class SegmentationDataset(Dataset[Sample]):
             )
         sample: dict[str, Any] = {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0),
-            "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))[None].float(),
+            "mask": _mask_tensor(mask),
             "source": self.source,
             "id": str(item["id"]),
         }
@@ -207,6 +208,13 @@ class SegmentationDataset(Dataset[Sample]):
         return Sample(
             image=sample["image"], mask=sample["mask"], source=int(sample["source"]), id=sample["id"]
         )
+
+
+def _mask_tensor(mask: np.ndarray) -> torch.Tensor:
+    """bool (H, W) -> (1, H, W) float32 in {0, 1}; an integer class map -> (1, H, W) int64 labels."""
+    if mask.dtype == bool:
+        return torch.from_numpy(np.ascontiguousarray(mask))[None].float()
+    return torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64))[None]
 
 
 def collate(batch: Sequence[Mapping[str, Any]]) -> Batch:

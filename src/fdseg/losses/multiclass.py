@@ -18,8 +18,8 @@ resolution; otherwise it contributes nothing for that class (no NaN, no gradient
 
 The classes share the backbone features; only the mask changes. ``L_fd^exch`` is computed the same way per
 class, with the pairs of :func:`~fdseg.losses.functional.exchange_pairs` shared by all classes and layers.
-Terms are logged as ``fd/<layer>`` and ``fd/<layer>/<class>`` (``fd_exch/...`` likewise); a class absent from
-the batch has no ``fd/<layer>/<class>`` entry for that batch.
+Terms are logged as ``fd/<layer>`` and ``fd/<layer>/<class>`` (``fd_exch/...`` likewise; a ``/`` in a class
+name becomes ``-``); a class absent from the batch has no ``fd/<layer>/<class>`` entry for that batch.
 
 **Heads** (``model.head``): ``binary_per_class`` (K sigmoid outputs, one per foreground class against a
 shared background; L_seg is the binary loss on the one-hot channels) and ``softmax`` (K + 1 logits with the
@@ -217,10 +217,14 @@ def _check_class_names(class_names: Sequence[str]) -> tuple[str, ...]:
         raise ValueError("class_names must name at least one foreground class")
     if len(set(names)) != len(names):
         raise ValueError(f"class_names has duplicates: {list(names)}")
-    bad = [n for n in names if "/" in n or not n]
-    if bad:
-        raise ValueError(f"class names must be non-empty and free of '/': {bad}")
+    if not all(names):
+        raise ValueError(f"class names must be non-empty: {list(names)}")
     return names
+
+
+def term_name(class_name: str) -> str:
+    """The class name as used in term keys ``fd/<layer>/<class>``: ``/`` becomes ``-``."""
+    return class_name.replace("/", "-")
 
 
 class _PerClassMixin:
@@ -236,7 +240,7 @@ class _PerClassMixin:
     def _class_terms(self, prefix: str, layer: str, values: Tensor, valid: Tensor) -> dict[str, Tensor]:
         present = valid.tolist()
         return {
-            f"{prefix}/{layer}/{name}": values[i].detach()
+            f"{prefix}/{layer}/{term_name(name)}": values[i].detach()
             for i, name in enumerate(self.class_names)
             if present[i]
         }

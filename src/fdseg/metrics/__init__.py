@@ -36,6 +36,7 @@ from fdseg.metrics.selection import worst_best_off
 from fdseg.metrics.stats import (
     align_pairs,
     bootstrap_ci,
+    compare_arms,
     compare_seeds,
     compare_to_baseline,
     effect_size_dz,
@@ -58,6 +59,7 @@ __all__ = [
     "align_pairs",
     "bootstrap_ci",
     "class_confusion_counts",
+    "compare_arms",
     "compare_seeds",
     "compare_to_baseline",
     "confusion_counts",

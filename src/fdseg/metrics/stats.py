@@ -43,6 +43,7 @@ __all__ = [
     "PairedMethod",
     "align_pairs",
     "bootstrap_ci",
+    "compare_arms",
     "compare_seeds",
     "compare_to_baseline",
     "effect_size_dz",
@@ -642,3 +643,144 @@ def compare_to_baseline(
     out["n"] = int(min(bv.size, ov.size))
     out["note"] = "n too small for a test"
     return out
+
+
+def compare_arms(
+    per_image: pd.DataFrame,
+    *,
+    metric: str = "dice",
+    baseline: str,
+    arm_col: str = "arm",
+    n_boot: int = 10_000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Compare every arm with ``baseline``: runs paired by seed (and fold), images paired by id.
+
+    ``per_image`` is the long table of every run's per-image results: one row per (arm, seed, fold, image
+    id). Per seed, an arm's value is the mean ``metric`` over the images of its folds that the baseline also
+    has for that seed (folds pooled), so both arms of a pair are scored on the same images. Runs (seed,
+    fold) present in only one arm are dropped and named in ``notes``; they are never compared with a mean.
+    The per-image difference (compared − baseline) is averaged over the paired seeds per image id and
+    bootstrapped over images (percentile CI). Images with a NaN ``metric`` in either arm are left out.
+
+    Args:
+        per_image: columns ``arm_col``, ``seed``, ``fold`` (may be NaN/None), ``id``, ``metric``.
+        metric: the per-image score.
+        baseline: the baseline arm.
+        arm_col: arm column.
+        n_boot: bootstrap resamples.
+        ci: coverage of the intervals.
+        seed: bootstrap seed.
+
+    Returns:
+        One row per arm (baseline first): ``arm``, ``seeds`` (all its finished seeds), ``mean``/``sd`` over
+        those seeds (sd NaN for one seed), ``n_images`` (per seed, pooled over folds), then, for the other
+        arms, the fields of :func:`compare_seeds` over the paired seeds (``n``, ``mean_diff``, ``p_t``,
+        ``p_t_greater``, ``p_w``, ``p_w_greater``, ``p_1samp``, ``p_1samp_greater``, ``d_z``, …) and
+        ``img_diff``, ``img_ci_lo``, ``img_ci_hi``, ``n_img_pairs`` from the per-image bootstrap, and
+        ``notes`` (one string).
+
+    Raises:
+        KeyError: a missing column, or an unknown ``baseline`` (with the arms present).
+        ValueError: an arm with duplicate image ids within one run.
+    """
+    need = [arm_col, "seed", "fold", "id", metric]
+    missing = [c for c in need if c not in per_image.columns]
+    if missing:
+        raise KeyError(f"per-image table has no column(s) {missing}; columns: {list(per_image.columns)}")
+    frame = per_image[need].copy()
+    frame[arm_col] = frame[arm_col].astype(str)
+    frame["id"] = frame["id"].astype(str)
+    frame["fold"] = frame["fold"].fillna(-1).astype(int)
+    frame["seed"] = frame["seed"].astype(int)
+    frame[metric] = pd.to_numeric(frame[metric], errors="coerce").astype(np.float64)
+    arms = list(dict.fromkeys(frame[arm_col]))
+    if baseline not in arms:
+        from fdseg._checks import did_you_mean
+
+        raise KeyError(
+            f"baseline arm {baseline!r} is not among the arms{did_you_mean(baseline, arms)} arms: {arms}"
+        )
+    dup = frame.duplicated([arm_col, "seed", "fold", "id"])
+    if dup.any():
+        first = frame[dup].iloc[0]
+        raise ValueError(
+            f"arm {first[arm_col]!r}, seed {first['seed']}: image id {first['id']!r} appears twice"
+        )
+
+    def runs_of(arm: str) -> dict[tuple[int, int], pd.Series]:
+        part = frame[frame[arm_col] == arm]
+        out: dict[tuple[int, int], pd.Series] = {}
+        for key, g in part.groupby(["seed", "fold"], sort=True):
+            s, f = key
+            out[(int(s), int(f))] = g.set_index("id")[metric]  # type: ignore[call-overload]
+        return out
+
+    base_runs = runs_of(baseline)
+    rows: list[dict[str, Any]] = []
+    for arm in [baseline, *[a for a in arms if a != baseline]]:
+        runs = runs_of(arm)
+        per_seed: dict[int, list[pd.Series]] = {}
+        for (s, _f), values in runs.items():
+            per_seed.setdefault(s, []).append(values)
+        seed_means = {s: float(np.nanmean(pd.concat(v).to_numpy())) for s, v in per_seed.items()}
+        vals = np.array(list(seed_means.values()), dtype=np.float64)
+        row: dict[str, Any] = {
+            "arm": arm,
+            "seeds": len(seed_means),
+            "mean": float(vals.mean()) if vals.size else math.nan,
+            "sd": float(vals.std(ddof=1)) if vals.size > 1 else math.nan,
+            "n_images": int(max((sum(len(x) for x in v) for v in per_seed.values()), default=0)),
+        }
+        if arm == baseline:
+            row["notes"] = ""
+            rows.append(row)
+            continue
+        shared = sorted(set(runs) & set(base_runs))
+        notes: list[str] = []
+        only_b = sorted(set(base_runs) - set(runs))
+        only_c = sorted(set(runs) - set(base_runs))
+        if only_b or only_c:
+            notes.append(
+                "unpaired runs dropped (seed, fold): "
+                f"only in {baseline}: {_keys_text(only_b)}; only in {arm}: {_keys_text(only_c)}"
+            )
+        a_seed: dict[int, list[float]] = {}
+        b_seed: dict[int, list[float]] = {}
+        img_diffs: dict[str, list[float]] = {}
+        for key in shared:
+            pair = pd.concat({"a": base_runs[key], "b": runs[key]}, axis=1, join="inner").dropna()
+            a_seed.setdefault(key[0], []).extend(pair["a"].tolist())
+            b_seed.setdefault(key[0], []).extend(pair["b"].tolist())
+            for image_id, d in (pair["b"] - pair["a"]).items():
+                img_diffs.setdefault(str(image_id), []).append(float(d))
+        if not shared or not a_seed:
+            row["notes"] = "; ".join([*notes, f"no run of {arm} shares a seed (and fold) with {baseline}"])
+            rows.append(row)
+            continue
+        res = compare_seeds(
+            {s: float(np.mean(v)) for s, v in a_seed.items()},
+            {s: float(np.mean(v)) for s, v in b_seed.items()},
+            ci=ci,
+        )
+        notes.extend(res.pop("notes"))
+        for k in ("shared", "dropped_baseline", "dropped_compared"):
+            res.pop(k)
+        row.update(res)
+        diffs = np.array([np.mean(v) for v in img_diffs.values()], dtype=np.float64)
+        lo, hi = bootstrap_ci(diffs, n_boot=n_boot, ci=ci, seed=seed) if diffs.size else (math.nan, math.nan)
+        row.update(img_diff=float(diffs.mean()), img_ci_lo=lo, img_ci_hi=hi, n_img_pairs=int(diffs.size))
+        if diffs.size < 10:
+            notes.append(
+                f"only {diffs.size} image(s) paired: a per-image interval on fewer than 10 images is fragile"
+            )
+        row["notes"] = "; ".join(notes)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _keys_text(keys: Sequence[tuple[int, int]]) -> str:
+    if not keys:
+        return "none"
+    return ", ".join(f"seed {s}" + (f" fold {f}" if f >= 0 else "") for s, f in keys)

@@ -112,7 +112,17 @@ class Page:
         self.parts.append(f"<pre>{esc(text)}</pre>")
 
     def table(self, frame: pd.DataFrame, *, digits: int = 4, caption: str | None = None) -> None:
-        """A table of ``frame`` (header = columns); floats get ``digits`` decimals, NaN reads ``n/a``."""
+        """A table of ``frame`` (header = columns); floats get ``digits`` decimals, NaN reads ``n/a``.
+
+        Columns without any value (all NaN, None or empty text) are left out.
+        """
+        empty = [
+            c
+            for c in frame.columns
+            if frame[c].map(lambda v: v is None or (isinstance(v, float) and np.isnan(v)) or v == "").all()
+        ]
+        if empty and len(empty) < len(frame.columns):
+            frame = frame.drop(columns=empty)
         head = "".join(f"<th>{esc(c)}</th>" for c in frame.columns)
         rows = []
         for record in frame.itertuples(index=False):

@@ -20,7 +20,7 @@ from fdseg.metrics import compare_to_baseline, summarize, worst_best_off
 from fdseg.report._html import Page, fmt
 from fdseg.report._load import read_csv
 from fdseg.report.run import add_history_section, add_per_sample_section
-from fdseg.viz import plot_method_comparison
+from fdseg.viz import plot_method_comparison, plot_metric_vs_value
 
 __all__ = ["BASELINE_NAMES", "compare_to_baseline", "write_experiment_report"]
 
@@ -68,7 +68,11 @@ def _results_table(results: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFram
     for metric in metrics:
         s = summarize(results, value=metric, by=keys, ci_method="t")
         cells = {
-            (str(r["condition"]), str(r["method"])): f"{fmt(r['mean'])} ± {fmt(r['sd'])} (n = {int(r['n'])})"
+            (str(r["condition"]), str(r["method"])): (
+                f"{fmt(r['mean'])} ± {fmt(r['sd'])} (n = {int(r['n'])})"
+                if int(r["n"]) > 1
+                else f"{fmt(r['mean'])} (1 seed)"
+            )
             for _, r in s.iterrows()
         }
         table[metric] = [cells[(str(c), str(m))] for c, m in zip(table["condition"], table["method"])]
@@ -150,13 +154,48 @@ def _worst_best_section(
             entry: dict[str, Any] = {"condition": condition, "method": method}
             for column in ("worst Δ", "best Δ", "all Δ"):
                 vals = part[column].to_numpy(dtype=np.float64)
-                sd = fmt(float(vals.std(ddof=1))) if vals.size > 1 else "n/a"
-                entry[column] = f"{fmt(float(vals.mean()))} ± {sd} (n = {vals.size} seeds)"
+                if vals.size > 1:
+                    sd = fmt(float(vals.std(ddof=1)))
+                    entry[column] = f"{fmt(float(vals.mean()))} ± {sd} (n = {vals.size} seeds)"
+                else:
+                    entry[column] = f"{fmt(float(vals.mean()))} (1 seed)"
             agg.append(entry)
         page.table(pd.DataFrame(agg), caption="mean ± sd over seeds of the per-seed differences above")
     else:
         page.missing("no baseline/method run pair with per-image results was found for this comparison.")
     page.bullets(sorted(set(problems)))
+
+
+_PAIRED_COLUMNS = {
+    "arm": "arm",
+    "seeds": "seeds",
+    "mean": "mean",
+    "sd": "sd over seeds",
+    "n": "paired seeds",
+    "mean_diff": "Δ (paired)",
+    "d_z": "d_z",
+    "p_t": "p paired t",
+    "p_t_greater": "p paired t (arm > baseline)",
+    "p_w": "p Wilcoxon",
+    "p_1samp": "p one-sample t (§F5)",
+    "p_1samp_greater": "p one-sample t (arm > baseline)",
+    "img_diff": "per-image Δ",
+    "img_ci_lo": "per-image Δ CI lo",
+    "img_ci_hi": "per-image Δ CI hi",
+    "notes": "notes",
+}
+
+
+def _paired_section(page: Page, comparison: Mapping[str, pd.DataFrame], *, baseline: str) -> None:
+    page.heading(f"Paired comparison with '{baseline}'")
+    page.paragraph(
+        "Runs are paired by seed (and fold), images by id; seeds present in only one arm are dropped and "
+        "named in the notes. Δ = arm − baseline; one-sided p-values test arm > baseline. The per-image "
+        "interval is a 95% percentile bootstrap over images of the per-image difference averaged over seeds."
+    )
+    for metric, table in comparison.items():
+        shown = table[[c for c in _PAIRED_COLUMNS if c in table.columns]].rename(columns=_PAIRED_COLUMNS)
+        page.table(shown, caption=f"{metric}")
 
 
 def write_experiment_report(
@@ -172,6 +211,8 @@ def write_experiment_report(
     worst_k: int = 10,
     max_run_figures: int = 6,
     dpi: int = 100,
+    comparison: Mapping[str, pd.DataFrame] | None = None,
+    numeric_key: str | None = None,
 ) -> Path:
     """Write ``out_dir/report.html`` (self-contained) and ``out_dir/figures/*.png`` for an experiment.
 
@@ -194,6 +235,9 @@ def write_experiment_report(
         worst_k: k of the worst-off / best-off selection.
         max_run_figures: runs with figures (the rest are listed only).
         dpi: resolution of the figures.
+        comparison: metric -> the table of :func:`fdseg.metrics.compare_arms` (runs paired by seed and fold,
+            images by id), shown as "Paired comparison".
+        numeric_key: a numeric column of ``results`` that was swept (e.g. λ): adds a metric-vs-value plot.
 
     Returns:
         The path of ``report.html``.
@@ -279,6 +323,20 @@ def write_experiment_report(
         page.table(pd.DataFrame(rows))
     else:
         page.missing(f"only the baseline '{base_name}' is present: there is nothing to compare.")
+
+    if comparison:
+        _paired_section(page, comparison, baseline=base_name)
+
+    if numeric_key is not None and numeric_key in frame.columns:
+        page.heading(f"Metric against {numeric_key}")
+        for metric in metrics[:2]:
+            page.figure(
+                plot_metric_vs_value(
+                    frame, key=numeric_key, value=metric, title=f"{metric} vs {numeric_key}"
+                ),
+                f"vs_{numeric_key}_{metric}",
+                f"{metric} per seed (dots), mean over seeds (line) and 95% t-CI of the mean (band).",
+            )
 
     page.heading("Method comparison")
     for metric in metrics[:2]:

@@ -12,10 +12,16 @@ from torch import nn
 
 from fdseg.losses.baselines import DeepSupervisionLoss, PixelContrastiveLoss, decoder_channels
 from fdseg.losses.discrepancy import ExchangeableFeatureDiscrepancyLoss, FeatureDiscrepancyLoss
+from fdseg.losses.multiclass import (
+    PerClassExchangeableFeatureDiscrepancyLoss,
+    PerClassFeatureDiscrepancyLoss,
+    build_head_seg_loss,
+)
 from fdseg.losses.segmentation import build_seg_loss
 from fdseg.losses.weights import build_lambda_strategy
 from fdseg.models import FeatureTap, create_model
 from fdseg.training.config import ExperimentConfig
+from fdseg.training.heads import build_head, is_multiclass, run_classes
 from fdseg.training.phases import Phase
 from fdseg.training.task import SegmentationTask
 
@@ -43,7 +49,11 @@ def tap_layers(cfg: ExperimentConfig, model: nn.Module) -> list[str]:
 
 
 def build_fd_loss(cfg: ExperimentConfig, layers: list[str]) -> nn.Module:
-    """L_fd over ``layers`` with the configured preset and options."""
+    """L_fd over ``layers`` with the configured preset and options (per class for a multi-class head)."""
+    if is_multiclass(cfg):
+        return PerClassFeatureDiscrepancyLoss(
+            layers, run_classes(cfg), preset=cfg.loss.fd_preset, **cfg.loss.fd_options
+        )
     return FeatureDiscrepancyLoss(layers, preset=cfg.loss.fd_preset, **cfg.loss.fd_options)
 
 
@@ -54,6 +64,15 @@ def build_fd_probe(cfg: ExperimentConfig, layers: list[str]) -> nn.Module:
 
 def build_exch_loss(cfg: ExperimentConfig, layers: list[str]) -> nn.Module:
     """L_fd + L_fd^exch over ``layers`` with the configured pairing (one module computes both)."""
+    if is_multiclass(cfg):
+        return PerClassExchangeableFeatureDiscrepancyLoss(
+            layers,
+            run_classes(cfg),
+            preset=cfg.loss.fd_preset,
+            pairing=cfg.loss.pairing,
+            seed=cfg.train.seed,
+            **cfg.loss.fd_options,
+        )
     return ExchangeableFeatureDiscrepancyLoss(
         layers,
         preset=cfg.loss.fd_preset,
@@ -138,6 +157,9 @@ def build_task(
     phase-1 length unless ``loss.lambda_kwargs`` gives one.
     """
     seg = build_seg_loss(cfg.loss.seg)
+    head = build_head(cfg)
+    if head is not None:  # the head's L_seg: binary on the one-hot classes, or softmax DiceCE
+        seg = build_head_seg_loss(head.head, head.num_classes, seg)
     tap: FeatureTap | None = None
     feats: Mapping[str, Any] = {}
     losses: list[nn.Module] = []
@@ -168,6 +190,7 @@ def build_task(
         phase=phase.index,
         channels_last=cuda,
         fused_adamw=cuda,
+        head=head,
         aux_losses=[baseline] if baseline is not None else [],
         aux_weight=baseline_weight(cfg),
         aux_active=phase.index == 2 and not cfg.train.compute_matched,

@@ -36,6 +36,7 @@ PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true")
 SPLIT_SCHEMES = ("code", "paper")
 DETERMINISTIC = ("warn", "true", "false")
 PREPROCESS = ("resize", "tile")
+HEADS = ("binary", "binary_per_class", "softmax")
 
 C = TypeVar("C")
 
@@ -182,14 +183,38 @@ class ModelConfig:
     Attributes:
         name: a name of :func:`fdseg.models.list_models`.
         in_channels: image channels (3 for RGB).
-        out_channels: 1 for binary segmentation.
+        out_channels: 1 for binary segmentation; K (``binary_per_class``) or K + 1 (``softmax``) for K
+            foreground classes.
         kwargs: further options of the model (``base_width``, ``depth``, …).
+        head: ``binary`` (default, one sigmoid output), ``binary_per_class`` (one sigmoid output per
+            foreground class against a shared background, method-spec §F7) or ``softmax`` (K + 1 logits,
+            background first). A multi-class head trains on the dataset's class maps
+            (``consep:…?classes=7|4``, ``synthetic:…?family=nuclei_mc``) with per-class L_fd.
+        class_threshold: ``binary_per_class`` aggregation: a pixel takes the class of highest probability
+            where that probability exceeds this threshold, else background (recorded in the summary).
     """
 
     name: str = "unet"
     in_channels: int = 3
     out_channels: int = 1
     kwargs: dict[str, Any] = field(default_factory=dict)
+    head: str = "binary"
+    class_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_option("model.head", self.head, HEADS)
+        if self.head == "binary" and self.out_channels != 1:
+            raise ValueError(
+                f"model.out_channels = {self.out_channels} with model.head = binary; use 1, or a multi-class "
+                "head (binary_per_class: K channels, softmax: K + 1)"
+            )
+        if self.head == "softmax" and self.out_channels < 2:
+            raise ValueError(
+                f"model.head = softmax needs out_channels >= 2 (background + classes), got "
+                f"{self.out_channels}"
+            )
+        if not 0.0 < self.class_threshold < 1.0:
+            raise ValueError(f"model.class_threshold must be in (0, 1), got {self.class_threshold}")
 
 
 @dataclass(frozen=True)

@@ -299,7 +299,9 @@ def _open_cached(spec: str, cfg: ExperimentConfig, run_dir: Path) -> CachedDatas
     if cfg.data.preprocess == "tile":
         stride = cfg.data.tile_stride or cfg.data.image_size
         return CachedDataset(raw, None, cache_dir, tile=cfg.data.image_size, stride=stride)
-    return CachedDataset(raw, cfg.data.image_size, cache_dir)
+    # a multi-class head trains on the class maps (uint8 labels) instead of the binary foreground
+    target = "classes" if cfg.model.head != "binary" else "mask"
+    return CachedDataset(raw, cfg.data.image_size, cache_dir, target=target)
 
 
 def build_run_data(cfg: ExperimentConfig, run_dir: str | Path) -> RunData:

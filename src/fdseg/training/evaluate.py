@@ -155,11 +155,13 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "data"
 
 
-def _external_data(cfg: Any, run_dir: Path, spec: str) -> tuple[RunData, str]:
+def _external_data(cfg: Any, run_dir: Path, spec: str, *, native: bool) -> tuple[RunData, str]:
     """Another dataset as the ``test`` set of a :class:`RunData`, cached like the run's own data.
 
-    Returns the data and its output folder name ``<format>-<folder name>`` (with a hash of the spec added
-    when that folder already holds the results of another spec).
+    With ``native`` (and a run trained on resized images) the images are cached at native size, since the
+    network input is resized from them anyway. Returns the data and its output folder name
+    ``<format>-<folder name>`` (with a hash of the spec added when that folder already holds the results
+    of another spec).
     """
     try:
         raw = open_dataset(spec)
@@ -178,6 +180,8 @@ def _external_data(cfg: Any, run_dir: Path, spec: str) -> tuple[RunData, str]:
     if cfg.data.preprocess == "tile":
         stride = cfg.data.tile_stride or cfg.data.image_size
         cached = CachedDataset(raw, None, cache_dir, tile=cfg.data.image_size, stride=stride)
+    elif native:
+        cached = CachedDataset(raw, None, cache_dir)
     else:
         cached = CachedDataset(raw, cfg.data.image_size, cache_dir)
     channels = int(np.asarray(cached[0]["image"]).shape[-1])
@@ -274,9 +278,11 @@ def evaluate_run(
     run_dir = Path(run_dir)
     runtime = runtime or Runtime()
     cfg, model, device = _load(run_dir, checkpoint, runtime)
+    if cfg.model.head != "binary":  # multi-class: per-image, per-class long-form rows
+        return _evaluate_multiclass(cfg, model, device, run_dir, data, split, checkpoint, views, at, dataset)
     external: str | None = None
     if dataset is not None:
-        data, external = _external_data(cfg, run_dir, dataset)
+        data, external = _external_data(cfg, run_dir, dataset, native=at == "native")
         split = "test"
     data = data or build_run_data(cfg, run_dir)
     view_names = VIEW_SETS[views]
@@ -317,6 +323,37 @@ def evaluate_run(
     summary["dir"] = str(out_dir)
     for message in summary["warnings"]:
         log.warning("%s: %s", out_dir, message)
+    write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def _evaluate_multiclass(
+    cfg: Any,
+    model: nn.Module,
+    device: torch.device,
+    run_dir: Path,
+    data: RunData | None,
+    split: str,
+    checkpoint: str,
+    views: str,
+    at: str,
+    dataset: str | None,
+) -> dict[str, Any]:
+    """:mod:`fdseg.training.evaluate_multiclass` on the run's split (training size, no views)."""
+    from fdseg.training.evaluate_multiclass import multiclass_rows, write_multiclass_evaluation
+
+    if views != "none" or at != "training" or dataset is not None:
+        raise ValueError(
+            f"a multi-class run ({run_dir}, model.head = {cfg.model.head}) is evaluated on its own split at "
+            "training size only (no --views, --at native or external dataset)"
+        )
+    data = data or build_run_data(cfg, run_dir)
+    rows, head = multiclass_rows(cfg, model, data, split, device)
+    out_dir = evaluation_dir(run_dir, split=split)
+    summary = write_multiclass_evaluation(
+        out_dir, rows, head, split=split, checkpoint=checkpoint, mode="resize", at="training",
+        data=cfg.data.base, dir=str(out_dir),
+    )  # fmt: skip
     write_json(out_dir / "summary.json", summary)
     return summary
 
@@ -397,11 +434,8 @@ def _native_rows(
     as the cache does; the probabilities are resized bilinearly to the native size and thresholded there.
     """
     cached = data.base
-    records = {r.id: r for r in cached.records}
     rows: list[dict[str, Any]] = []
-    for image_id in data.split[split]:
-        sample = cached.raw.load_record(records[image_id])
-        native_image, native_mask = np.asarray(sample["image"]), np.asarray(sample["mask"], dtype=bool)
+    for image_id, native_image, native_mask in _native_images(data, split):
         for view in views:
             image, mask = view_array(native_image, view), view_array(native_mask, view)
             small = resize_to(image, (size, size), mode=cached.image_resize)
@@ -417,6 +451,18 @@ def _native_rows(
             rows.append(row)
             soft[view].append(float(soft_batch_dice(probs, target)))
     return rows
+
+
+def _native_images(data: RunData, split: str) -> Iterable[tuple[str, np.ndarray, np.ndarray]]:
+    """``(id, (H, W, C) uint8, (H, W) bool)`` at native size: from a native-size cache, else decoded."""
+    cached = data.base
+    if cached.size is None:
+        yield from data.images(split)
+        return
+    records = {r.id: r for r in cached.records}
+    for image_id in data.split[split]:
+        sample = cached.raw.load_record(records[image_id])
+        yield image_id, np.asarray(sample["image"]), np.asarray(sample["mask"], dtype=bool)
 
 
 def _mask_tensor(mask: np.ndarray) -> torch.Tensor:

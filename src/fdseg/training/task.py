@@ -54,6 +54,8 @@ class SegmentationTask(pl.LightningModule):
         channels_last: convert the model and images to channels-last memory format (CUDA default).
         fused_adamw: use the fused AdamW kernel (CUDA default).
         threshold: probability threshold for the validation Dice.
+        head: a multi-class head (:class:`fdseg.training.heads.MulticlassHead`): masks are class maps and the
+            validation Dice is its per-image macro Dice; ``None`` for binary segmentation.
         aux_losses: auxiliary baseline losses (:mod:`fdseg.losses.baselines`) called like the L_fd modules;
             their heads are parameters of this task (trained, saved in checkpoints, never part of ``model``).
         aux_weight: their weight in the total loss.
@@ -76,6 +78,7 @@ class SegmentationTask(pl.LightningModule):
         channels_last: bool = False,
         fused_adamw: bool = False,
         threshold: float = 0.5,
+        head: Any = None,
         aux_losses: Sequence[nn.Module] = (),
         aux_weight: float = 0.0,
         aux_active: bool = False,
@@ -100,6 +103,8 @@ class SegmentationTask(pl.LightningModule):
         self.channels_last = channels_last
         self.fused_adamw = fused_adamw
         self.threshold = threshold
+        self.head = head
+        self._train_counts: dict[str, int] = {}
         self.lambdas: dict[str, float] = {}
         self._train_sums: dict[str, Tensor] = {}
         self._train_batches = 0
@@ -151,6 +156,7 @@ class SegmentationTask(pl.LightningModule):
             for loss in self.fd_losses:
                 loss.set_layer_weights(self.lambdas)  # type: ignore[operator]
         self._train_sums = {}
+        self._train_counts = {}
         self._train_batches = 0
         self._layer_batches = {}
 
@@ -184,7 +190,7 @@ class SegmentationTask(pl.LightningModule):
                 terms.update({k: v.detach() for k, v in out.terms.items()})
             if self.lambda_strategy is not None and self.lambda_strategy.needs_stats:
                 for key, value in terms.items():
-                    if key.startswith("fd/"):
+                    if key.startswith("fd/") and key.count("/") == 1:  # not the per-class fd/<layer>/<class>
                         self._layer_batches.setdefault(key[3:], []).append(value.float())
         if len(self.aux_losses) and self.aux_active:
             feats = dict(self._tap)
@@ -197,6 +203,7 @@ class SegmentationTask(pl.LightningModule):
         for key, value in terms.items():
             value = value.float()
             self._train_sums[key] = self._train_sums[key] + value if key in self._train_sums else value
+            self._train_counts[key] = self._train_counts.get(key, 0) + 1
         self._train_batches += 1
         optimised: Tensor = total
         return optimised
@@ -221,7 +228,10 @@ class SegmentationTask(pl.LightningModule):
         mask: Tensor = batch["mask"]
         logits = self.model(self._images(batch)).float()
         loss = self.seg_loss(logits, mask).detach()
-        dice = segmentation_metrics(logits, mask, threshold=self.threshold)["dice"][:, 0].float()
+        if self.head is not None:
+            dice = self.head.dice(logits, mask)
+        else:
+            dice = segmentation_metrics(logits, mask, threshold=self.threshold)["dice"][:, 0].float()
         self._val_dice_sum = dice.sum() if self._val_dice_sum is None else self._val_dice_sum + dice.sum()
         self._val_loss_sum = loss if self._val_loss_sum is None else self._val_loss_sum + loss
         self._val_images += int(mask.shape[0])
@@ -240,7 +250,10 @@ class SegmentationTask(pl.LightningModule):
         n = max(self._train_batches, 1)
         for key, value in self._train_sums.items():
             name = {"loss": "train_loss", "seg": "train_seg"}.get(key, key)
-            stats[name] = float(self._reduce(value)) / n
+            # a per-class term exists only in the batches holding that class
+            stats[name] = float(self._reduce(value)) / (
+                self._train_counts.get(key, n) if key.count("/") > 1 else n
+            )
         if self._val_images:
             dice_sum = self._reduce(self._val_dice_sum)
             stats["val_dice"] = float(dice_sum) / float(self._reduce(torch.tensor(float(self._val_images))))

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 from fdseg.viz._common import COLORS, figure_of, new_figure, numeric, plain, require_columns
 
-__all__ = ["plot_method_comparison", "plot_metric_vs_condition"]
+__all__ = ["plot_method_comparison", "plot_metric_vs_condition", "plot_metric_vs_value"]
 
 
 def _ordered(values: pd.Series) -> list[str]:
@@ -100,7 +100,8 @@ def plot_method_comparison(
     ax.set_ylabel(plain(value))
     if title:
         ax.set_title(plain(title))
-    ax.legend(fontsize=8)
+    # outside the axes, so that it never covers a dot
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     ax.grid(alpha=0.3, axis="y")
     return figure_of(ax)
 
@@ -163,3 +164,70 @@ def plot_metric_vs_condition(
     if title:
         ax.set_title(plain(title))
     return fig
+
+
+def plot_metric_vs_value(
+    results: pd.DataFrame,
+    *,
+    key: str,
+    value: str = "dice",
+    seed_col: str = "seed",
+    ci: float = 0.95,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
+    """A metric against a numeric setting (e.g. λ): per-seed dots, the mean line and a t confidence band.
+
+    Args:
+        results: one row per run (or per arm and seed) with ``key`` (numeric) and ``value``.
+        key: the swept setting (x axis; log scale when every value is > 0 and they span a factor >= 100).
+        value: the score (y axis).
+        seed_col: seed column (optional; only counted).
+        ci: coverage of the band (Student t over the seeds at each x; no band where there is one seed).
+        ax: axes to draw into (default: a new figure).
+        title: optional axes title.
+
+    Returns:
+        The Figure.
+
+    Raises:
+        KeyError: ``key`` or ``value`` is missing. ValueError: no finite (``key``, ``value``) pair.
+    """
+    from scipy import stats as sps
+
+    require_columns(results, [key, value], name="results")
+    x_all = numeric(results, key)
+    y_all = numeric(results, value)
+    keep = np.isfinite(x_all) & np.isfinite(y_all)
+    if not keep.any():
+        raise ValueError(f"results has no finite ({key}, {value}) pair to plot")
+    x_all, y_all = x_all[keep], y_all[keep]
+    xs = np.unique(x_all)
+    if ax is None:
+        ax = new_figure(6.0, 4.0).subplots()
+    means, lo, hi = [], [], []
+    for x in xs:
+        ys = y_all[x_all == x]
+        means.append(float(ys.mean()))
+        if ys.size > 1:
+            half = float(sps.t.ppf(0.5 + ci / 2, ys.size - 1)) * float(ys.std(ddof=1)) / np.sqrt(ys.size)
+        else:
+            half = np.nan
+        lo.append(means[-1] - half)
+        hi.append(means[-1] + half)
+    n_seeds = sorted({int((x_all == x).sum()) for x in xs})
+    n_text = f"{n_seeds[0]}" if len(n_seeds) == 1 else f"{n_seeds[0]}–{n_seeds[-1]}"
+    ax.fill_between(xs, lo, hi, color=COLORS[0], alpha=0.2, label=f"{int(ci * 100)}% t-CI of the mean")
+    ax.plot(
+        xs, means, "-o", color=COLORS[0], markerfacecolor="white", label=f"mean over seeds (n = {n_text})"
+    )
+    ax.scatter(x_all, y_all, s=14, color=COLORS[1 % len(COLORS)], alpha=0.8, zorder=3, label="one seed")
+    if xs.min() > 0 and xs.max() / xs.min() >= 100:
+        ax.set_xscale("log")
+    ax.set_xlabel(plain(key))
+    ax.set_ylabel(plain(value))
+    if title:
+        ax.set_title(plain(title))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    ax.grid(alpha=0.3)
+    return figure_of(ax)

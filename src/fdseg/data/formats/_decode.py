@@ -188,8 +188,11 @@ def decode_checked(path: Path, img: Image.Image) -> Image.Image:
 
 
 def _pillow_orientation(img: Image.Image) -> int:
+    """The EXIF orientation (TIFF: tag 274) an opened image still carries; 1 when none."""
     try:
         value = img.getexif().get(_ORIENTATION_TAG, 1)
+        if img.format == "TIFF":
+            value = getattr(img, "tag_v2", {}).get(_ORIENTATION_TAG, value)
     except _DECODE_ERRORS:
         return 1
     return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
@@ -237,9 +240,14 @@ def _read_samples(path: Path, max_pixels: int, *, for_mask: bool) -> _Samples:
         if path.suffix.lower() not in _TIFF_SUFFIXES or "cannot read image" not in exc.problem:
             raise
         return _read_tifffile(path, max_pixels, f"Pillow: {exc.problem}")
-    if _tiff_needs_tifffile(img):
+    if img.format == "TIFF" and _pillow_orientation(img) != 1:
+        # Pillow's own turning of TIFFs is unreliable (it can fill the turned size with unturned rows).
         img.close()
-        return _read_tifffile(path, max_pixels, f"Pillow mode {img.mode}")
+        return _read_tifffile(path, max_pixels, "a TIFF with an Orientation tag is read with tifffile")
+    if _tiff_needs_tifffile(img):
+        with img:
+            decoded = _pillow_numeric(img)
+        return _read_tifffile(path, max_pixels, f"Pillow mode {img.mode}", decoded)
     with img:
         decode_checked(path, img)
         return _pillow_samples(path, img, for_mask=for_mask)
@@ -308,6 +316,8 @@ def _tiff_range(path: Path, page: Any, dtype: np.dtype) -> tuple[float, float]:
         value = value[0] if isinstance(value, tuple | list) else value
         return float(value)
 
+    if dtype.kind == "b":  # bilevel (1-bit) samples
+        return 0.0, 1.0
     smin, smax = tag(340), tag(341)
     if smin is not None and smax is not None and smax > smin:
         return smin, smax
@@ -324,8 +334,26 @@ def _tiff_range(path: Path, page: Any, dtype: np.dtype) -> tuple[float, float]:
     raise DatasetError(path, f"TIFF sample type {dtype} is not supported (unsigned, signed or float)")
 
 
-def _read_tifffile(path: Path, max_pixels: int, reason: str) -> _Samples:
-    """Read the first page of a TIFF with tifffile, with its photometric, sample format and bit depth."""
+def _pillow_numeric(img: Image.Image) -> np.ndarray | None:
+    """Pillow's exact decode of a single-channel 16/32-bit or float TIFF (``None`` when it has none).
+
+    Used when tifffile lacks the codec (LZW, JPEG, … need ``imagecodecs``) but Pillow decodes the samples
+    losslessly; tifffile still supplies the metadata.
+    """
+    if img.mode not in (*_PILLOW_16, "I", "F"):
+        return None
+    try:
+        img.load()
+    except _DECODE_ERRORS:
+        return None
+    return np.asarray(img)
+
+
+def _read_tifffile(path: Path, max_pixels: int, reason: str, decoded: np.ndarray | None = None) -> _Samples:
+    """Read the first page of a TIFF with tifffile, with its photometric, sample format and bit depth.
+
+    ``decoded``: Pillow's lossless decode of the same page, used when tifffile cannot decompress it.
+    """
     import tifffile
 
     try:
@@ -339,7 +367,14 @@ def _read_tifffile(path: Path, max_pixels: int, reason: str) -> _Samples:
                 raise DatasetError(path, f"TIFF page has shape {shape}, expected (H, W[, C])")
             if h * w > max_pixels:
                 raise DatasetError(path, f"image of {w}x{h} pixels is beyond the pixel limit of {max_pixels}")
-            arr = np.asarray(page.asarray())
+            try:
+                arr = np.asarray(page.asarray())
+            except Exception:
+                exact = decoded is not None and decoded.shape == shape
+                if not exact or page.dtype not in (np.uint16, np.int16, np.int32, np.float32):
+                    raise
+                assert decoded is not None
+                arr = decoded.astype(page.dtype)
             photometric = int(page.photometric)
             colormap = None if page.colormap is None else np.asarray(page.colormap)
             extras = [int(e) for e in (page.extrasamples or ())]
@@ -353,6 +388,8 @@ def _read_tifffile(path: Path, max_pixels: int, reason: str) -> _Samples:
         raise DatasetError(path, f"cannot read TIFF with Pillow ({reason}) nor tifffile ({exc})") from None
     if planar_separate and arr.ndim == 3:
         arr = np.moveaxis(arr, 0, -1)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8)
     names = {v: k for k, v in TIFF_PHOTOMETRICS.items()}
     if photometric not in names:
         raise DatasetError(
@@ -501,7 +538,8 @@ def image_size(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tup
         h, w = s.values.shape[:2]
         return (w, h, s.mode) if s.orientation >= 5 else (h, w, s.mode)
     with img:
-        orientation = _pillow_orientation(img)
+        # Pillow already gives a TIFF's displayed size (it turns TIFFs upright when loading).
+        orientation = 1 if img.format == "TIFF" else _pillow_orientation(img)
         h, w = img.height, img.width
         return (w, h, img.mode) if orientation >= 5 else (h, w, img.mode)
 
@@ -538,7 +576,7 @@ def read_mask(
 
     Raises:
         DatasetError: missing, truncated, corrupt or oversized file; an unsupported mode; non-finite values;
-            colour and alpha channels that disagree (naming the file).
+            colour and alpha channels that disagree; ``fg_value`` with a lossy file (naming the file).
     """
     path = Path(path)
     s = _read_samples(path, max_pixels, for_mask=True)
@@ -572,6 +610,12 @@ def read_mask(
                     f"{s.mode} mask: its colour and alpha channels disagree on {disagree} pixels, so it is "
                     "unclear which one holds the mask; save the mask as a single-channel image",
                 )
+    if fg_value is not None and s.lossy:
+        raise DatasetError(
+            path,
+            f"fg_value={fg_value} cannot pick one value of a lossily compressed ({s.mode}) mask, whose "
+            "values the compression changed; save the masks losslessly (PNG) or leave fg_value unset",
+        )
     peak = float(values.max()) if values.size else 0.0
     mask = values > threshold if fg_value is None else values == fg_value
     if fg_value is not None:

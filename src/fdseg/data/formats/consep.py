@@ -114,6 +114,11 @@ class CoNSeP(FormatLoader):
     format_name = "consep"
     option_defaults: Mapping[str, str] = MappingProxyType({**COMMON_OPTIONS, "classes": "7"})
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """:data:`CLASS_NAMES_7` or, with ``classes=4``, :data:`CLASS_NAMES_4` (background first)."""
+        return CLASS_NAMES_4 if self.options.get("classes") == "4" else CLASS_NAMES_7
+
     def scan_records(self) -> list[Record]:
         """Pair ``Images/<id>.png`` with ``Labels/<id>.mat`` in ``Train`` and ``Test``."""
         self.n_classes = int(parse_choice("classes", self.options["classes"], ("7", "4")))

@@ -27,6 +27,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
+import numpy as np
+from PIL import Image
+
 from fdseg.data.base import (
     FORMATS,
     IMAGE_EXTENSIONS,
@@ -215,7 +218,8 @@ class SyntheticDataset(RawDataset):
 
     If ``DIR`` is missing it is generated with :func:`fdseg.data.synthetic.write_synthetic`; if it exists, its
     ``synthetic.json`` must describe the same generation, otherwise a ``DatasetError`` is raised (nothing is
-    overwritten). Options: ``family`` (``nuclei`` | ``ultrasound``), ``site`` (a preset name, see
+    overwritten). Options: ``family`` (``nuclei`` | ``ultrasound`` | ``nuclei_mc``: typed nuclei with class
+    maps), ``site`` (a preset name, see
     :func:`fdseg.data.synthetic.site_names`), ``n``, ``seed``, ``size``, ``channels`` (1 or 3). Samples are
     those of ``folder:DIR``.
     """
@@ -256,6 +260,24 @@ class SyntheticDataset(RawDataset):
         )
         return scan_image_mask_folders(self.root)
 
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The nucleus types of family ``nuclei_mc`` (background first); ``None`` for binary families."""
+        if self.options["family"] != "nuclei_mc":
+            return None
+        from fdseg.data.synthetic import MULTICLASS_NAMES
+
+        return MULTICLASS_NAMES
+
     def load_record(self, record: Record) -> RawSample:
-        """Decode one generated pair (masks are 0/255 PNGs)."""
-        return load_image_mask_pair(record, channels=int(self.options["channels"]))
+        """Decode one generated pair (0/255 PNG masks); ``nuclei_mc`` adds ``classes`` from ``classes/``."""
+        sample = load_image_mask_pair(record, channels=int(self.options["channels"]))
+        if self.options["family"] == "nuclei_mc":
+            path = self.root / "classes" / f"{record.id}.png"
+            if not path.is_file():
+                raise DatasetError(path, "missing class map of a nuclei_mc image (regenerate the folder)")
+            classes = np.asarray(Image.open(path))
+            if classes.shape != sample["mask"].shape:
+                raise DatasetError(path, f"class map {classes.shape} != mask {sample['mask'].shape}")
+            sample["classes"] = classes.astype(np.uint8)
+        return sample

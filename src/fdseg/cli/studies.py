@@ -1,0 +1,231 @@
+"""Studies of many runs: ``fdseg sweep``, ``fdseg compare`` and ``fdseg experiment table1``."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fdseg.cli import _CommandFailed, _echo, app
+
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config value for every run: section.key=value."),
+]
+SeedsOpt = Annotated[
+    str, typer.Option("--seeds", help="A count (5 = seeds 0-4), a range (0-4) or a list (0,3,7).")
+]
+FoldsOpt = Annotated[
+    int | None,
+    typer.Option("--folds", help="Cross-validation: K test folds grouped by patient/slide (K >= 2)."),
+]
+JobsOpt = Annotated[
+    int, typer.Option("--jobs", "-j", help="CPU: runs in parallel (the cores are split between them).")
+]
+PerGpuOpt = Annotated[int, typer.Option("--per-gpu", help="GPU: concurrent runs per visible GPU.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or gpu.")]
+ExecutorOpt = Annotated[str, typer.Option("--executor", help="local (this machine) or slurm (submitit).")]
+PartitionOpt = Annotated[str | None, typer.Option("--slurm-partition", help="SLURM partition.")]
+TimeOpt = Annotated[int, typer.Option("--slurm-time", help="SLURM time limit per run, minutes.")]
+SlurmGpusOpt = Annotated[int, typer.Option("--slurm-gpus", help="GPUs per SLURM job (0: CPU jobs).")]
+SlurmCpusOpt = Annotated[int, typer.Option("--slurm-cpus", help="CPUs per SLURM job.")]
+ArrayOpt = Annotated[
+    bool, typer.Option("--slurm-array/--slurm-jobs", help="One job array, or one job per run.")
+]
+
+
+def _gpus(device: str) -> list[str]:
+    """Visible GPUs (CUDA_VISIBLE_DEVICES order) when the runs are to use them."""
+    if device == "cpu":
+        return []
+    import torch
+
+    if not torch.cuda.is_available():
+        if device == "gpu":
+            raise ValueError("--device gpu was asked for but CUDA is not available")
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [v.strip() for v in visible.split(",") if v.strip()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _executor(
+    exp: Path,
+    *,
+    executor: str,
+    jobs: int,
+    per_gpu: int,
+    device: str,
+    partition: str | None,
+    slurm_time: int,
+    slurm_gpus: int,
+    slurm_cpus: int,
+    array: bool,
+) -> Any:
+    from fdseg.experiments.executors import LocalExecutor, SlurmExecutor
+
+    if executor == "slurm":
+        return SlurmExecutor(
+            exp / "slurm",
+            partition=partition,
+            time_min=slurm_time,
+            gpus_per_job=slurm_gpus,
+            cpus_per_job=slurm_cpus,
+            array=array,
+            device="gpu" if slurm_gpus else "cpu",
+        )
+    if executor != "local":
+        raise ValueError(f"--executor must be local or slurm, got {executor!r}")
+    if jobs < 1 or per_gpu < 1:
+        raise ValueError("--jobs and --per-gpu must be >= 1")
+    gpus = _gpus(device)
+    slots = len(gpus) * per_gpu if gpus else jobs
+    threads = max(1, (os.cpu_count() or 1) // slots)
+    return LocalExecutor(
+        jobs,
+        threads_per_job=threads,
+        device="gpu" if gpus else "cpu",
+        gpus=gpus or None,
+        per_gpu=per_gpu,
+    )
+
+
+def _finish_local(results: Any, runs: Any, exp: Path, start: float) -> None:
+    failed = [r for r in results if not r.ok]
+    _echo(
+        f"\n{len(results) - len(failed)} of {len(results)} runs finished "
+        f"in {time.perf_counter() - start:.0f} s"
+    )
+    _echo(f"results: {exp / 'results.csv'}")
+    _echo(f"report:  {exp / 'report.html'}")
+    if failed:
+        names = ", ".join(r.spec.name for r in failed)
+        raise _CommandFailed(
+            f"{len(failed)} run(s) failed ({names}); their logs are <run>/train.log; rerun to retry them"
+        )
+
+
+@app.command()
+def sweep(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML experiment config.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Experiment directory (created; resumed if present).")
+    ],
+    grid: Annotated[
+        list[str] | None, typer.Option("--grid", "-g", help="key=v1,v2,… (repeat for a Cartesian product).")
+    ] = None,
+    seeds: SeedsOpt = "1",
+    folds: FoldsOpt = None,
+    overrides: SetOpt = None,
+    jobs: JobsOpt = 1,
+    per_gpu: PerGpuOpt = 1,
+    device: DeviceOpt = "auto",
+    executor: ExecutorOpt = "local",
+    slurm_partition: PartitionOpt = None,
+    slurm_time: TimeOpt = 120,
+    slurm_gpus: SlurmGpusOpt = 1,
+    slurm_cpus: SlurmCpusOpt = 4,
+    slurm_array: ArrayOpt = True,
+) -> None:
+    """Train a grid of settings × seeds (× folds) as runs under OUT/runs/; write results.csv and report.html.
+
+    Finished runs are skipped, so the same command resumes. With --executor slurm the runs are submitted and
+    the command returns; run it again once they have finished to collect the results.
+    """
+    from fdseg.experiments.sweep import (
+        check_folds,
+        check_runs,
+        claim_experiment,
+        expand,
+        grid_arms,
+        parse_grid,
+        parse_seeds,
+        run_sweep,
+        write_sweep_outputs,
+    )
+    from fdseg.training.config import ExperimentConfig
+
+    cfg = ExperimentConfig.from_yaml(config).with_overrides(overrides or [])
+    grids = parse_grid(grid or [], cfg)
+    seed_list = parse_seeds(seeds)
+    if folds is not None:
+        check_folds(cfg, folds)
+    runs = expand(cfg, grid_arms(grids), seed_list, out, folds=folds)
+    check_runs(runs)
+    ex = _executor(
+        out,
+        executor=executor,
+        jobs=jobs,
+        per_gpu=per_gpu,
+        device=device,
+        partition=slurm_partition,
+        slurm_time=slurm_time,
+        slurm_gpus=slurm_gpus,
+        slurm_cpus=slurm_cpus,
+        array=slurm_array,
+    )
+    claim_experiment(out, "sweep", cfg, grid={k: v for k, v in grids}, seeds=list(seed_list), folds=folds)
+    _echo(
+        f"{len(runs)} runs ({len(grid_arms(grids))} grid points × {len(seed_list)} seeds"
+        + (f" × {folds} folds" if folds else "")
+        + f") in {out / 'runs'}"
+    )
+    start = time.perf_counter()
+    results = run_sweep(runs, ex, echo=_echo)
+    if executor == "slurm":
+        _echo_submission(results, out, "sweep")
+        return
+    write_sweep_outputs(out, runs, [k for k, _ in grids], title=f"sweep: {cfg.name}")
+    _finish_local(results, runs, out, start)
+
+
+def _echo_submission(sub: Any, exp: Path, verb: str) -> None:
+    if sub.job_ids:
+        _echo(
+            f"submitted {len(sub.runs)} run(s) to SLURM: job(s) {', '.join(sub.job_ids[:5])}"
+            + (" …" if len(sub.job_ids) > 5 else "")
+            + f"; scripts and job logs in {sub.folder}"
+        )
+    _echo(f"{len(sub.skipped)} finished run(s) skipped")
+    _echo(
+        f"when the jobs have finished, run the same `fdseg {verb}` command with --executor local to "
+        f"collect {exp / 'results.csv'} and {exp / 'report.html'} (finished runs are not trained again)"
+    )
+
+
+@app.command()
+def compare(
+    paths: Annotated[list[Path], typer.Argument(help="Experiment directories and/or run directories.")],
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline", help="Baseline arm (default: the one named like a baseline, else the first)."
+        ),
+    ] = None,
+    metric: Annotated[str, typer.Option("--metric", help="Per-image metric (dice, iou, …).")] = "dice",
+    split_dir: Annotated[
+        str,
+        typer.Option(
+            "--eval", help="Evaluation folder of each run (test, or another one written by fdseg evaluate)."
+        ),
+    ] = "test",
+    csv: Annotated[
+        Path | None, typer.Option("--csv", help="Also write the comparison table to this CSV file.")
+    ] = None,
+) -> None:
+    """Compare arms of runs, paired by seed (and fold) and images by id.
+
+    Paired t-test and Wilcoxon over seeds, the paper's one-sample t-test (§F5), effect size, and a bootstrap
+    CI of the per-image difference.
+    """
+    from fdseg.experiments.compare import compare_runs, format_comparison
+
+    result = compare_runs(paths, baseline=baseline, metric=metric, split_dir=split_dir)
+    _echo(format_comparison(result))
+    if csv is not None:
+        result.table.to_csv(csv, index=False)
+        _echo(f"\ntable: {csv}")

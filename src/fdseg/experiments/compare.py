@@ -1,0 +1,260 @@
+"""``fdseg compare``: group finished runs into arms and compare each with a baseline arm.
+
+Runs are found in run directories (``config.yaml``) or experiment directories (``runs/*/config.yaml``). The
+arm of a run is what differs between the configurations given, apart from the seed and the fold (e.g.
+``fd=true``); when nothing else differs, the configuration's ``name``. The statistics are
+:func:`fdseg.metrics.compare_arms`: runs paired by seed (and fold), images by id.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fdseg._checks import did_you_mean
+from fdseg.metrics import compare_arms
+from fdseg.training.config import ExperimentConfig
+
+__all__ = ["BASELINE_HINTS", "Comparison", "compare_runs", "find_runs", "format_comparison", "load_runs"]
+
+#: Run-config keys that never define an arm.
+NOT_ARM_KEYS = frozenset(
+    {"name", "train.seed", "data.fold", "data.cache_dir", "train.progress_bar", "train.num_workers"}
+    | {"train.log_every_n_steps"}
+)
+#: Arm labels taken as the baseline when ``--baseline`` is not given (in this order).
+BASELINE_HINTS = ("fd=false", "fd-false", "lseg", "baseline", "none", "base")
+
+
+def find_runs(paths: Sequence[str | Path]) -> list[Path]:
+    """Run directories in ``paths``: each a run, an experiment (its ``runs/*``) or a folder of runs.
+
+    Raises:
+        FileNotFoundError: a path that is none of these (named).
+        ValueError: no run at all.
+    """
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if (path / "config.yaml").is_file():
+            found.append(path)
+            continue
+        inner = sorted((path / "runs").glob("*/config.yaml")) or sorted(path.glob("*/config.yaml"))
+        if not inner:
+            raise FileNotFoundError(
+                f"{path} is neither a run directory (config.yaml) nor an experiment (runs/)"
+            )
+        found.extend(p.parent for p in inner)
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    if not unique:
+        raise ValueError("no run directory found")
+    return unique
+
+
+def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping) and value and not key.endswith("kwargs"):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value if not isinstance(value, list | dict) else repr(value)
+    return flat
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def load_runs(paths: Sequence[str | Path], *, arms: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per run: ``run``, ``path``, ``arm``, ``seed``, ``fold``, ``done``.
+
+    Args:
+        paths: run or experiment directories (see :func:`find_runs`).
+        arms: run directory name -> arm label, to override the arms derived from the configurations.
+    """
+    dirs = find_runs(paths)
+    configs = {d: ExperimentConfig.from_yaml(d / "config.yaml") for d in dirs}
+    flats = {d: _flat(c.to_dict()) for d, c in configs.items()}
+    keys = sorted({k for f in flats.values() for k in f})
+    varying = [k for k in keys if k not in NOT_ARM_KEYS and len({repr(f.get(k)) for f in flats.values()}) > 1]
+    short = {k: k.rsplit(".", 1)[-1] for k in varying}
+    if len(set(short.values())) != len(short):
+        short = {k: k for k in varying}
+    rows = []
+    for d, cfg in configs.items():
+        if arms and d.name in arms:
+            arm = arms[d.name]
+        elif varying:
+            arm = ", ".join(f"{short[k]}={_text(flats[d].get(k))}" for k in varying)
+        else:
+            arm = cfg.name
+        rows.append(
+            {
+                "run": d.name,
+                "path": str(d),
+                "arm": arm,
+                "seed": cfg.train.seed,
+                "fold": cfg.data.fold if cfg.data.folds else None,
+                "done": (d / "DONE").is_file(),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def per_image_table(runs: pd.DataFrame, *, split_dir: str = "test") -> tuple[pd.DataFrame, list[str]]:
+    """The long per-image table of the finished runs (``<run>/<split_dir>/per_sample.csv``) and notes."""
+    frames, notes = [], []
+    for row in runs.to_dict("records"):
+        csv = Path(str(row["path"])) / split_dir / "per_sample.csv"
+        if not csv.is_file():
+            notes.append(f"{row['run']}: no {split_dir}/per_sample.csv (unfinished or failed run), left out")
+            continue
+        frame = pd.read_csv(csv, dtype={"id": str})
+        for position, column in enumerate(("arm", "seed", "fold", "run")):
+            frame.insert(position, column, [row[column]] * len(frame))
+        frames.append(frame)
+    if not frames:
+        raise ValueError(f"none of the {len(runs)} runs has {split_dir}/per_sample.csv; train them first")
+    return pd.concat(frames, ignore_index=True), notes
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The result of :func:`compare_runs`.
+
+    Attributes:
+        table: one row per arm (see :func:`fdseg.metrics.compare_arms`).
+        baseline: the baseline arm.
+        metric: the per-image metric compared.
+        notes: runs left out, warnings.
+        runs: the runs (see :func:`load_runs`).
+    """
+
+    table: pd.DataFrame
+    baseline: str
+    metric: str
+    notes: list[str]
+    runs: pd.DataFrame
+
+
+def pick_baseline(arms: Sequence[str], baseline: str | None) -> str:
+    """``baseline`` checked against ``arms`` (did-you-mean), or the arm named like a baseline, else the first.
+
+    Raises:
+        KeyError: an unknown ``baseline``.
+    """
+    if baseline is not None:
+        if baseline not in arms:
+            raise KeyError(
+                f"--baseline {baseline!r} is not an arm{did_you_mean(baseline, arms)} arms: {list(arms)}"
+            )
+        return baseline
+    for hint in BASELINE_HINTS:
+        for arm in arms:
+            if hint in arm.lower():
+                return arm
+    return arms[0]
+
+
+def compare_runs(
+    paths: Sequence[str | Path],
+    *,
+    baseline: str | None = None,
+    metric: str = "dice",
+    split_dir: str = "test",
+    arms: Mapping[str, str] | None = None,
+    n_boot: int = 10_000,
+) -> Comparison:
+    """Load runs, group them into arms and compare every arm with the baseline (see module docstring).
+
+    Raises:
+        FileNotFoundError / ValueError: no runs, no finished run.
+        KeyError: unknown ``baseline`` or ``metric``.
+    """
+    runs = load_runs(paths, arms=arms)
+    per_image, notes = per_image_table(runs, split_dir=split_dir)
+    if metric not in per_image.columns:
+        cols = [c for c in per_image.columns if c not in ("arm", "seed", "fold", "run", "id")]
+        raise KeyError(
+            f"--metric {metric!r} is not a per-image column{did_you_mean(metric, cols)} columns: {cols}"
+        )
+    arm_names = list(dict.fromkeys(per_image["arm"]))
+    base = pick_baseline(arm_names, baseline)
+    table = compare_arms(per_image, metric=metric, baseline=base, n_boot=n_boot)
+    if len(arm_names) < 2:
+        notes.append(f"only one arm ({arm_names[0]!r}): nothing to compare")
+    small = table[table["n_images"] < 10]
+    for row in small.itertuples():
+        notes.append(
+            f"warning: arm {row.arm!r} is evaluated on {row.n_images} image(s) per seed (fewer than 10); "
+            "use --folds to test on every image"
+        )
+    return Comparison(table, base, metric, notes, runs)
+
+
+def _f(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _p(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{float(value):.3g}"
+
+
+def format_comparison(cmp: Comparison) -> str:
+    """A plain-text rendering: per arm mean ± sd over seeds, then the paired statistics vs the baseline."""
+    lines = [f"{cmp.metric}: mean ± sd over seeds; Δ = arm − {cmp.baseline} (paired by seed and fold)"]
+    width = max(len(str(a)) for a in cmp.table["arm"]) + 2
+    for row in cmp.table.to_dict("records"):
+        spread = f"± {_f(row['sd'])}" if row["seeds"] > 1 else "(1 seed)"
+        lines.append(
+            f"  {row['arm']:<{width}} {_f(row['mean'])} {spread}  "
+            f"[{row['seeds']} seeds, {row['n_images']} images/seed]"
+        )
+    others = [r for r in cmp.table.to_dict("records") if r["arm"] != cmp.baseline]
+    for row in others:
+        lines.append("")
+        lines.append(f"{row['arm']} vs {cmp.baseline}:")
+        if "mean_diff" not in row or pd.isna(row.get("mean_diff")):
+            lines.append(f"  no paired runs: {row.get('notes', '')}")
+            continue
+        lines.append(
+            f"  Δ over {row['n']} paired seed(s): {_f(row['mean_diff'])} (sd {_f(row['sd_diff'])}, "
+            f"95% t-CI [{_f(row['diff_ci_lo'])}, {_f(row['diff_ci_hi'])}], d_z {_f(row['d_z'], 2)})"
+        )
+        lines.append(
+            f"  paired t-test over seeds:  p = {_p(row['p_t'])} (two-sided), "
+            f"{_p(row['p_t_greater'])} (arm > baseline)"
+        )
+        lines.append(
+            f"  Wilcoxon over seeds:       p = {_p(row['p_w'])} (two-sided), "
+            f"{_p(row['p_w_greater'])} (arm > baseline)"
+        )
+        lines.append(
+            f"  one-sample t-test (§F5, seeds vs the baseline mean): p = {_p(row['p_1samp'])} (two-sided), "
+            f"{_p(row['p_1samp_greater'])} (arm > baseline)"
+        )
+        lines.append(
+            f"  per-image Δ ({row['n_img_pairs']} images, mean over seeds): {_f(row['img_diff'])}, "
+            f"95% bootstrap CI [{_f(row['img_ci_lo'])}, {_f(row['img_ci_hi'])}]"
+        )
+        if row.get("notes"):
+            lines.append(f"  notes: {row['notes']}")
+    if cmp.notes:
+        lines.append("")
+        lines.extend(f"note: {n}" for n in cmp.notes)
+    return "\n".join(lines)
