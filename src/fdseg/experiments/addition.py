@@ -183,8 +183,8 @@ def plan_data_addition(
     _check_runs(cfg, arm_list, seeds)
     specs: list[RunSpec] = []
     keys: dict[str, tuple[str, float, int]] = {}
-    for count in counts:
-        for arm in arm_list:
+    for arm in arm_list:  # arm by arm, so that a study stopped early leaves whole arms
+        for count in counts:
             for seed in range(seeds):
                 name = f"k{count}_{arm}_s{seed}"
                 data = {"novel_k": count, "novel_fraction": None}
@@ -228,8 +228,8 @@ def plan_robustness(
     _check_runs(cfg, arm_list, seeds)
     specs: list[RunSpec] = []
     keys: dict[str, tuple[str, float, int]] = {}
-    for sigma in values:
-        for arm in arm_list:
+    for arm in arm_list:
+        for sigma in values:
             for seed in range(seeds):
                 name = f"sigma{sigma:g}_{arm}_s{seed}"
                 data = {"noise": {"sigma": sigma, "apply_to": apply_to, "seed": noise_seed}}
