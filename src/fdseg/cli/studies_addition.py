@@ -121,11 +121,7 @@ def _run_and_report(study: Any, jobs: int, device: str, extra: Any = None) -> No
     )
     start = time.perf_counter()
 
-    def progress(name: str, rc: int, seconds: float, done: int, total: int) -> None:
-        state = "ok" if rc == 0 else ("skipped (DONE)" if rc < 0 else f"FAILED (exit {rc})")
-        _echo(f"[{done}/{total}] {name}: {state} {seconds:.1f} s")
-
-    results = run_study(study, jobs=jobs, threads_per_job=threads, device=device, on_run_end=progress)
+    results = run_study(study, jobs=jobs, threads_per_job=threads, device=device, echo=_echo)
     frame = collect(study, results)
     summary = summarise(study, frame)
     extras = {"wall_seconds": round(time.perf_counter() - start, 1), **(extra() if extra else {})}
