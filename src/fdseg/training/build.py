@@ -178,7 +178,8 @@ def build_task(
         tap = FeatureTap(model, taps)
         feats = tap.__enter__()
     for loss in losses:  # the data layer already guarantees valid masks: no range check (a sync) per step
-        loss.check_mask = False
+        if isinstance(loss, FeatureDiscrepancyLoss):
+            loss.check_mask = False
     return SegmentationTask(
         model,
         tap=feats,
