@@ -201,9 +201,9 @@ def table1_tables(runs: Sequence[SweepRun], dataset: str) -> Table1Result:
     notes: list[str] = []
     by_key: dict[tuple[str, str, int], list[SweepRun]] = {}
     for run in runs:
-        by_key.setdefault((str(run.arm.values["model"]), str(run.arm.values["variant"]), run.seed), []).append(
-            run
-        )
+        by_key.setdefault(
+            (str(run.arm.values["model"]), str(run.arm.values["variant"]), run.seed), []
+        ).append(run)
     models = list(dict.fromkeys(str(r.arm.values["model"]) for r in runs))
     seeds = sorted({r.seed for r in runs})
     rows: list[dict[str, Any]] = []
