@@ -348,6 +348,10 @@ MASK_CASES: dict[str, MaskCase] = {
         _tif(d, FG, photometric="miniswhite"),
         "stored value > 0 (MinIsWhite: foreground shown dark)",
     ),
+    "1bit-oriented-tifffile": lambda d: (
+        _tif(d, np.rot90(FG, 1), photometric="minisblack", extratags=[(274, "H", 1, 6, True)]),
+        "value > 0",
+    ),
     "miniswhite-16": lambda d: (
         _tif(d, FG.astype(np.uint16) * 9, photometric="miniswhite"),
         "stored value > 0 (MinIsWhite: foreground shown dark)",
@@ -411,6 +415,13 @@ def test_jpeg_mask_thresholded_at_half_range_697_px(tmp_path: Path) -> None:
     assert info.lossy and info.nonbinary_pixels > 0 and info.rule.startswith("value > 127.5 (half range")
 
 
+def test_fg_value_on_a_lossy_mask_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = save(tmp_path / "discs.jpg", _discs().astype(np.uint8) * 255, quality=50)
+    with pytest.raises(DatasetError, match="fg_value=255 cannot pick one value of a lossily") as err:
+        read_mask(path, fg_value=255)
+    assert err.value.path == path
+
+
 def test_colour_and_alpha_that_disagree_are_refused_naming_the_file(tmp_path: Path) -> None:
     colour = np.zeros((H, W, 3), np.uint8)
     colour[0, :] = 255  # colour says row 0; alpha says the block
@@ -466,3 +477,23 @@ def test_jpeg_exif_orientation_6_agrees_with_a_mask_drawn_on_the_displayed_image
     agree = float(np.mean((image[..., 0] > 128) == mask))
     assert agree == 1.0
     assert sample["meta"]["image_orientation"] == "6"
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16], ids=["8-bit-pillow", "16-bit-tifffile"])
+def test_tiff_orientation_applied_once_and_reported(tmp_path: Path, dtype: type) -> None:
+    from fdseg.data.formats._io import image_size
+
+    stored = np.random.default_rng(1).integers(0, 256, (4, 6, 3)).astype(np.uint8)
+    scale = 257 if dtype is np.uint16 else 1
+    path = tmp_path / "o.tif"
+    turned = [(274, "H", 1, 6, True)]
+    tifffile.imwrite(path, stored.astype(dtype) * scale, photometric="rgb", extratags=turned)
+    out, info = read_image(path)
+    np.testing.assert_array_equal(out, np.rot90(stored, -1))  # 90° clockwise, exactly once
+    assert info.orientation == 6 and (info.height, info.width) == (6, 4)
+    assert image_size(path)[:2] == (6, 4)
+    mask_path = tmp_path / "m.tif"
+    tifffile.imwrite(mask_path, (stored[..., 0] > 128).astype(dtype), extratags=turned)
+    mask, mask_info = read_mask(mask_path)
+    np.testing.assert_array_equal(mask, np.rot90(stored[..., 0] > 128, -1))
+    assert mask_info.orientation == 6

@@ -118,6 +118,7 @@ def test_official_test_only_folder_is_usable_for_testing(tmp_path: Path) -> None
     assert "split (official test set only): train 0, val 0, test 2" in report.to_text()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not (SHARED_DATA / "monuseg" / "MoNuSegTestData").is_dir(), reason="no real MoNuSegTestData copy"
 )

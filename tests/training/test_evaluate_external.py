@@ -77,6 +77,7 @@ def run(tmp_path: Path, data_dir: Path, tiny: Tiny) -> Path:
     return train_run(cfg, tmp_path / "run", evaluate=False)
 
 
+@pytest.mark.slow
 def test_external_synthetic_at_training_and_native_size(run: Path, data_dir: Path) -> None:
     spec = f"synthetic:{data_dir / 'ext48'}?family=nuclei&site=dil2&n=12&seed=5&size=48"
     evaluate_run(run)
@@ -142,6 +143,12 @@ def test_few_images_from_one_group_warn(
     assert "fewer than 10" in printed and "single group" in printed
     rows = _rows(run / "external" / "folder-few_native" / "per_sample.csv")
     assert all(sum(int(r[k]) for k in ("tp", "fp", "fn", "tn")) == 40 * 48 for r in rows)
+
+    # another dataset in a folder of the same name gets its own folder; the first one's results stay
+    other = _folder(tmp_path / "elsewhere" / "few", 10)
+    again = evaluate_run(run, dataset=f"folder:{other}", at="native")
+    assert Path(again["dir"]).name.startswith("folder-few-") and again["warnings"] == []
+    assert json.loads((run / "external" / "folder-few_native" / "summary.json").read_text())["n_images"] == 4
 
 
 def test_bad_external_input_is_one_line(

@@ -53,11 +53,13 @@ def test_views_move_pixels_as_named() -> None:
     np.testing.assert_array_equal(view_array(rgb, "rot90")[0, 0], rgb[0, 2])
 
 
+@pytest.mark.slow
 def test_paper_views_scored_per_view_beside_the_plain_test(
     tmp_path: Path, data_dir: Path, tiny: Tiny, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cfg = tiny(data_dir, train={"epochs_phase1": 2, "epochs_phase2": 0})
-    run = train_run(cfg, tmp_path / "run")
+    run = train_run(cfg, tmp_path / "run", evaluate=False)
+    evaluate_run(run)
     plain = (run / "test" / "per_sample.csv").read_bytes()
     summary = evaluate_run(run, views="paper")
 
@@ -110,3 +112,28 @@ def test_paper_views_scored_per_view_beside_the_plain_test(
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "'papr'" in err and "did you mean 'paper'" in err
     assert not (run / "val_views").exists()
+
+
+@pytest.mark.slow
+def test_paper_views_of_a_tiled_run_are_whole_native_images(
+    tmp_path: Path, data_dir: Path, tiny: Tiny
+) -> None:
+    base = f"synthetic:{data_dir / 'base48'}?family=nuclei&site=base&n=12&seed=0&size=48"
+    cfg = tiny(
+        data_dir,
+        data={"base": base, "novel": None, "novel_k": None, "preprocess": "tile", "image_size": 32},
+        train={"epochs_phase1": 1, "epochs_phase2": 0},
+    )
+    run = train_run(cfg, tmp_path / "tiled", evaluate=False)
+    plain = evaluate_run(run)
+    summary = evaluate_run(run, views="paper", at="native")  # a tiled run is always scored at native size
+    assert summary["mode"] == "sliding" and summary["dir"] == str(run / "test_views")
+    rows = _rows(run / "test_views" / "per_sample.csv")
+    assert len(rows) == 5 * plain["n"] and {r["view"] for r in rows} == set(PAPER_VIEWS)
+    assert all(sum(int(r[k]) for k in ("tp", "fp", "fn", "tn")) == 48 * 48 for r in rows)
+    assert all(int(r["tiles"]) == 4 for r in rows)  # 48² in 32² tiles: 2 x 2, each seen under the view
+    identity = {r["id"]: r for r in rows if r["view"] == "identity"}
+    for r in _rows(run / "test" / "per_sample.csv"):
+        assert {k: identity[r["id"]][k] for k in ("tp", "fp", "fn", "dice")} == {
+            k: r[k] for k in ("tp", "fp", "fn", "dice")
+        }

@@ -152,11 +152,12 @@ def _mixed_folder(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_sliding_on_a_resized_run_uses_the_training_scale(
     tmp_path: Path, data_dir: Path, tiny: Tiny, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # trained on 64² images resized to 32²: the network saw half the native magnification
-    base = f"synthetic:{data_dir / 'base64'}?family=nuclei&site=base&n=12&seed=0&size=64"
+    base = f"synthetic:{data_dir / 'base64-n12'}?family=nuclei&site=base&n=12&seed=0&size=64"
     cfg = tiny(data_dir, data={"base": base}, train={"epochs_phase1": 1, "epochs_phase2": 0})
     run = train_run(cfg, tmp_path / "run64", evaluate=False)
     image = _nuclei(64, 80, 2)

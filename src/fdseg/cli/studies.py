@@ -9,8 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fdseg.cli import _CommandFailed, _echo, app
-from fdseg.cli.studies_addition import experiment_app  # the `fdseg experiment` group
+from fdseg.cli import _CommandFailed, _echo, app, experiment_app
 
 SetOpt = Annotated[
     list[str] | None,

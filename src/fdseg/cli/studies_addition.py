@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fdseg.cli import _echo, app
+from fdseg.cli import _echo, app, experiment_app
 
 
 def parse_numbers(text: str | None, option: str) -> list[float | int] | None:
@@ -96,9 +96,6 @@ def divergence(
         _echo(f"written: {csv_path} {json_path}")
 
 
-experiment_app = typer.Typer(help="Multi-run studies: data addition (Fig. 3), noise robustness (Fig. 9).")
-app.add_typer(experiment_app, name="experiment")
-
 JobsOpt = Annotated[int, typer.Option(help="Runs in parallel (torch threads = cores / jobs).")]
 SeedsOpt = Annotated[int, typer.Option(help="Seeds per arm and condition (train.seed 0..N-1).")]
 
@@ -124,11 +121,7 @@ def _run_and_report(study: Any, jobs: int, device: str, extra: Any = None) -> No
     )
     start = time.perf_counter()
 
-    def progress(name: str, rc: int, seconds: float, done: int, total: int) -> None:
-        state = "ok" if rc == 0 else ("skipped (DONE)" if rc < 0 else f"FAILED (exit {rc})")
-        _echo(f"[{done}/{total}] {name}: {state} {seconds:.1f} s")
-
-    results = run_study(study, jobs=jobs, threads_per_job=threads, device=device, on_run_end=progress)
+    results = run_study(study, jobs=jobs, threads_per_job=threads, device=device, echo=_echo)
     frame = collect(study, results)
     summary = summarise(study, frame)
     extras = {"wall_seconds": round(time.perf_counter() - start, 1), **(extra() if extra else {})}

@@ -198,6 +198,32 @@ def _paired_section(page: Page, comparison: Mapping[str, pd.DataFrame], *, basel
         page.table(shown, caption=f"{metric}")
 
 
+def _overlay_section(
+    page: Page, frame: pd.DataFrame, runs: Mapping[str, Path], base_name: str, seed_col: str | None
+) -> None:
+    """Error overlays of the worst-off test images of the baseline's first run, beside another method's run
+    of the same seed (the first one listed)."""
+    if "run" not in frame.columns:
+        return
+    from fdseg.report.multiclass import add_worst_off_overlays
+
+    base_rows = frame[frame["method"] == base_name]
+    if base_rows.empty or str(base_rows["run"].iloc[0]) not in runs:
+        return
+    first = base_rows.iloc[0]
+    others = frame[frame["method"] != base_name]
+    if seed_col is not None:
+        others = others[others[seed_col] == first[seed_col]]
+    other = next((str(r) for r in others["run"] if str(r) in runs), None)
+    page.heading("Worst-off images")
+    add_worst_off_overlays(
+        page,
+        Path(runs[str(first["run"])]),
+        Path(runs[other]) if other is not None else None,
+        name="experiment",
+    )
+
+
 def write_experiment_report(
     out_dir: Path,
     results: pd.DataFrame,
@@ -356,6 +382,7 @@ def write_experiment_report(
         )
 
     _worst_best_section(page, frame, runs, baseline=base_name, k=worst_k, seed_col=seed_col)
+    _overlay_section(page, frame, runs, base_name, seed_col)
 
     page.heading("Runs")
     listing = []

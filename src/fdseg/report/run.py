@@ -142,7 +142,18 @@ def write_run_report(run_dir: Path, *, dpi: int = 100) -> Path:
     if per_sample is None:
         page.missing(f"{problem}: no per-image results (run `fdseg evaluate` on this run).")
     else:
+        if "class" in per_sample.columns:  # a multi-class run: per-class table, then per-image means
+            from fdseg.report.multiclass import per_class_table, per_image_view
+
+            page.table(per_class_table(per_sample), caption="Per-class test metrics (images with a value)")
+            per_sample = per_image_view(per_sample)
         add_per_sample_section(page, per_sample, name="test", label="test split")
+
+    if per_sample is not None and (run_dir / "checkpoints" / "best.ckpt").is_file():
+        from fdseg.report.multiclass import add_worst_off_overlays
+
+        page.heading("Worst-off images")
+        add_worst_off_overlays(page, run_dir, None, name="test")
 
     page.heading("Training")
     history, problem = read_csv(run_dir / "history.csv")

@@ -13,14 +13,26 @@ from fdseg.viz.per_sample import (
     plot_image_panels,
     plot_paired_arrows,
 )
+from fdseg.viz.qualitative import (
+    activation_map,
+    error_masks,
+    error_overlay,
+    plot_heatmaps,
+    plot_overlays,
+)
 
 __all__ = [
+    "activation_map",
+    "error_masks",
+    "error_overlay",
     "plot_dice_histograms",
     "plot_dice_vs_fd",
+    "plot_heatmaps",
     "plot_image_panels",
     "plot_layer_curves",
     "plot_method_comparison",
     "plot_metric_vs_value",
+    "plot_overlays",
     "plot_paired_arrows",
     "plot_training_curves",
 ]

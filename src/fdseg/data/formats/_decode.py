@@ -188,8 +188,11 @@ def decode_checked(path: Path, img: Image.Image) -> Image.Image:
 
 
 def _pillow_orientation(img: Image.Image) -> int:
+    """The EXIF orientation (TIFF: tag 274) an opened image still carries; 1 when none."""
     try:
         value = img.getexif().get(_ORIENTATION_TAG, 1)
+        if img.format == "TIFF":
+            value = getattr(img, "tag_v2", {}).get(_ORIENTATION_TAG, value)
     except _DECODE_ERRORS:
         return 1
     return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
@@ -237,6 +240,10 @@ def _read_samples(path: Path, max_pixels: int, *, for_mask: bool) -> _Samples:
         if path.suffix.lower() not in _TIFF_SUFFIXES or "cannot read image" not in exc.problem:
             raise
         return _read_tifffile(path, max_pixels, f"Pillow: {exc.problem}")
+    if img.format == "TIFF" and _pillow_orientation(img) != 1:
+        # Pillow's own turning of TIFFs is unreliable (it can fill the turned size with unturned rows).
+        img.close()
+        return _read_tifffile(path, max_pixels, "a TIFF with an Orientation tag is read with tifffile")
     if _tiff_needs_tifffile(img):
         with img:
             decoded = _pillow_numeric(img)
@@ -309,6 +316,8 @@ def _tiff_range(path: Path, page: Any, dtype: np.dtype) -> tuple[float, float]:
         value = value[0] if isinstance(value, tuple | list) else value
         return float(value)
 
+    if dtype.kind == "b":  # bilevel (1-bit) samples
+        return 0.0, 1.0
     smin, smax = tag(340), tag(341)
     if smin is not None and smax is not None and smax > smin:
         return smin, smax
@@ -379,6 +388,8 @@ def _read_tifffile(path: Path, max_pixels: int, reason: str, decoded: np.ndarray
         raise DatasetError(path, f"cannot read TIFF with Pillow ({reason}) nor tifffile ({exc})") from None
     if planar_separate and arr.ndim == 3:
         arr = np.moveaxis(arr, 0, -1)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8)
     names = {v: k for k, v in TIFF_PHOTOMETRICS.items()}
     if photometric not in names:
         raise DatasetError(
@@ -527,7 +538,8 @@ def image_size(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tup
         h, w = s.values.shape[:2]
         return (w, h, s.mode) if s.orientation >= 5 else (h, w, s.mode)
     with img:
-        orientation = _pillow_orientation(img)
+        # Pillow already gives a TIFF's displayed size (it turns TIFFs upright when loading).
+        orientation = 1 if img.format == "TIFF" else _pillow_orientation(img)
         h, w = img.height, img.width
         return (w, h, img.mode) if orientation >= 5 else (h, w, img.mode)
 
@@ -564,7 +576,7 @@ def read_mask(
 
     Raises:
         DatasetError: missing, truncated, corrupt or oversized file; an unsupported mode; non-finite values;
-            colour and alpha channels that disagree (naming the file).
+            colour and alpha channels that disagree; ``fg_value`` with a lossy file (naming the file).
     """
     path = Path(path)
     s = _read_samples(path, max_pixels, for_mask=True)
@@ -598,6 +610,12 @@ def read_mask(
                     f"{s.mode} mask: its colour and alpha channels disagree on {disagree} pixels, so it is "
                     "unclear which one holds the mask; save the mask as a single-channel image",
                 )
+    if fg_value is not None and s.lossy:
+        raise DatasetError(
+            path,
+            f"fg_value={fg_value} cannot pick one value of a lossily compressed ({s.mode}) mask, whose "
+            "values the compression changed; save the masks losslessly (PNG) or leave fg_value unset",
+        )
     peak = float(values.max()) if values.size else 0.0
     mask = values > threshold if fg_value is None else values == fg_value
     if fg_value is not None:

@@ -1,0 +1,77 @@
+"""``fdseg experiment multiclass`` (Table 7) and ``fdseg figures`` (Figs. 4, 6, 8)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fdseg.cli import DeviceOpt, _echo, app, experiment_app
+
+
+@experiment_app.command("multiclass")
+def experiment_multiclass(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="A multi-class L_fd run config (default: synthetic nuclei_mc)."),
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds per method (train.seed = 0 .. seeds-1).")] = 3,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Experiment folder.")] = Path(
+        "experiments/multiclass"
+    ),
+    jobs: Annotated[int, typer.Option(help="Runs in parallel.")] = 2,
+    threads: Annotated[int, typer.Option(help="Torch threads per run.")] = 1,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """U-Net vs U-Net + per-class L_fd: per-class Dice in Table 7's layout and paired tests per class."""
+    from fdseg.experiments.multiclass import default_config, run_multiclass
+    from fdseg.training.config import ExperimentConfig
+
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    cfg = ExperimentConfig.from_yaml(config) if config is not None else default_config(out)
+    start = time.perf_counter()
+
+    def progress(name: str, code: int, seconds: float, done: int, total: int) -> None:
+        state = "skipped (done)" if code == -1 else ("ok" if code == 0 else f"FAILED ({code})")
+        _echo(f"[{done}/{total}] {name}: {state} in {seconds:.0f} s")
+
+    result = run_multiclass(
+        cfg, out, seeds=range(seeds), jobs=jobs, threads_per_job=threads, device=device, on_run_end=progress
+    )
+    _echo(result.table_text)
+    _echo(f"tests:   {out / 'tests.csv'}")
+    _echo(f"report:  {result.report_html}")
+    _echo(f"wall time: {time.perf_counter() - start:.0f} s")
+
+
+@app.command()
+def figures(
+    targets: Annotated[
+        list[str],
+        typer.Argument(help="RUN [RUN_B] [IMAGE_ID ...]: run directories, then image ids of the run's data."),
+    ],
+    kind: Annotated[str, typer.Option(help="heatmap, overlay or arrows.")] = "overlay",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder of the figure.")] = Path("figures"),
+    layer: Annotated[str, typer.Option(help="Layer of the arrows (L_fd on the x axis).")] = "bottleneck",
+    worst: Annotated[
+        int, typer.Option("--worst", "-k", help="Default images: this many worst-off of RUN.")
+    ] = 4,
+    class_name: Annotated[
+        str | None, typer.Option("--class", help="Overlay one foreground class only (multi-class runs).")
+    ] = None,
+) -> None:
+    """Heatmaps (Fig. 8), FP/FN overlays (Fig. 6) or per-image arrows (Fig. 4) of one or two runs."""
+    from fdseg.report.figures import write_figures
+
+    run_a = Path(targets[0])
+    if not (run_a / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_a} is not an fdseg run directory (no config.yaml)")
+    rest = targets[1:]
+    run_b = None
+    if rest and (Path(rest[0]) / "config.yaml").is_file():
+        run_b, rest = Path(rest[0]), rest[1:]
+    path = write_figures(run_a, run_b, rest, kind, out, layer=layer, k=worst, class_name=class_name)
+    _echo(f"figure: {path}")
