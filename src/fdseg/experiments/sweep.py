@@ -498,6 +498,7 @@ def write_sweep_outputs(
     title: str,
     baseline: str | None = None,
     extra_sections: Sequence[tuple[str, str]] = (),
+    extra_figures: Sequence[tuple[Any, str, str]] = (),
 ) -> tuple[Path, Path | None]:
     """Write ``results.csv`` (one row per run) and ``report.html`` (arms compared, paired by seed and fold).
 
@@ -551,5 +552,6 @@ def write_sweep_outputs(
         comparison=comparisons or None,
         numeric_key=numeric_key,
         sections=extra_sections,
+        figures=extra_figures,
     )
     return results_csv, report

@@ -201,9 +201,9 @@ def table1_tables(runs: Sequence[SweepRun], dataset: str) -> Table1Result:
     notes: list[str] = []
     by_key: dict[tuple[str, str, int], list[SweepRun]] = {}
     for run in runs:
-        by_key.setdefault((str(run.arm.values["model"]), str(run.arm.values["variant"]), run.seed), []).append(
-            run
-        )
+        by_key.setdefault(
+            (str(run.arm.values["model"]), str(run.arm.values["variant"]), run.seed), []
+        ).append(run)
     models = list(dict.fromkeys(str(r.arm.values["model"]) for r in runs))
     seeds = sorted({r.seed for r in runs})
     rows: list[dict[str, Any]] = []
@@ -410,6 +410,7 @@ def write_table1_outputs(
     atomic_write_text(exp / "table1_per_seed.csv", result.per_seed.to_csv(index=False))
     atomic_write_text(exp / "table1.txt", text + "\n")
     atomic_write_text(exp / "table1.json", json.dumps({"dataset": dataset, "notes": result.notes}, indent=1))
+    panels = worst_off_panels(runs)
     write_sweep_outputs(
         exp,
         runs,
@@ -417,6 +418,7 @@ def write_table1_outputs(
         title=title,
         baseline=next((r.arm.label for r in runs if r.arm.values.get("variant") == BASELINE), None),
         extra_sections=[("Table 1 (method-spec §F1)", text)],
+        extra_figures=[(panels[0], "worst_off_panels", panels[1])] if panels else [],
     )
     return result, text
 
@@ -444,3 +446,65 @@ def evaluate_views(runs: Sequence[SweepRun], runtime: Any = None, *, echo: Any =
         if echo is not None:
             echo(f"5-view test set scored: {run.name}")
     return done
+
+
+def worst_off_panels(runs: Sequence[SweepRun], *, n_max: int = 4) -> tuple[Any, str] | None:
+    """Image / ground truth / ✗ / ✓ prediction panels of the ✗ run's worst-off test images (same ids for ✓).
+
+    Uses the first model and the first seed (fold 0 with folds) whose ✗ and ✓ runs are finished; the images
+    are the run's test images as the network saw them (resized, or native for a tiled run).
+
+    Returns:
+        ``(figure, caption)``, or ``None`` when no such pair of runs exists.
+    """
+    from fdseg.training.build import build_model
+    from fdseg.training.data import build_run_data
+    from fdseg.training.evaluate import default_predict_mode, segment_image
+    from fdseg.training.run import load_model_weights, read_config
+    from fdseg.viz import plot_image_panels
+
+    pairs: dict[tuple[str, int, int | None], dict[str, Path]] = {}
+    for run in runs:
+        if (run.spec.run_dir / "DONE").is_file() and run.fold in (None, 0):
+            key = (str(run.arm.values["model"]), run.seed, run.fold)
+            pairs.setdefault(key, {})[str(run.arm.values["variant"])] = run.spec.run_dir
+    chosen = next(
+        (v for _k, v in sorted(pairs.items(), key=lambda kv: str(kv[0])) if {"lseg", "fd"} <= set(v)), None
+    )
+    if chosen is None:
+        return None
+    tables = {
+        arm: pd.read_csv(chosen[arm] / "test" / "per_sample.csv", dtype={"id": str}) for arm in ("lseg", "fd")
+    }
+    base = tables["lseg"].dropna(subset=["dice"])
+    ids = [str(i) for i in base.sort_values(["dice", "id"])["id"].head(n_max)]
+    cfg = read_config(chosen["lseg"])
+    data = build_run_data(cfg, chosen["lseg"])
+    views = {i: (img, mask) for i, img, mask in data.images("test") if i in ids}
+    preds: list[list[np.ndarray]] = []
+    scores: list[list[float]] = []
+    for arm in ("lseg", "fd"):
+        run_cfg = read_config(chosen[arm])
+        model = build_model(run_cfg)
+        load_model_weights(model, chosen[arm] / "checkpoints" / "best.ckpt")
+        model.eval()
+        mode = default_predict_mode(run_cfg)
+        preds.append(
+            [segment_image(model, views[i][0], mode=mode, size=run_cfg.data.image_size) for i in ids]
+        )
+        by_id = tables[arm].set_index("id")["dice"]
+        scores.append([float(by_id.loc[i]) for i in ids])
+    fig = plot_image_panels(
+        [views[i][0] for i in ids],
+        [views[i][1] for i in ids],
+        preds,
+        ids=ids,
+        labels=["✗ L_seg", "✓ L_seg + L_fd"],
+        scores=scores,
+        title=f"worst-off test images of ✗ ({chosen['lseg'].name}) and the same ids under ✓",
+    )
+    caption = (
+        f"The {len(ids)} test images with the lowest ✗ Dice in {chosen['lseg'].name}: image, ground truth, "
+        f"✗ prediction and ✓ prediction ({chosen['fd'].name}) with their Dice."
+    )
+    return fig, caption

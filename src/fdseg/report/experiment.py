@@ -240,6 +240,7 @@ def write_experiment_report(
     comparison: Mapping[str, pd.DataFrame] | None = None,
     numeric_key: str | None = None,
     sections: Sequence[tuple[str, str]] = (),
+    figures: Sequence[tuple[Any, str, str]] = (),
 ) -> Path:
     """Write ``out_dir/report.html`` (self-contained) and ``out_dir/figures/*.png`` for an experiment.
 
@@ -266,6 +267,7 @@ def write_experiment_report(
             images by id), shown as "Paired comparison".
         numeric_key: a numeric column of ``results`` that was swept (e.g. λ): adds a metric-vs-value plot.
         sections: ``(heading, preformatted text)`` shown right after the notes (e.g. the Table 1 layout).
+        figures: ``(matplotlib Figure, file name, caption)`` shown after the sections.
 
     Returns:
         The path of ``report.html``.
@@ -307,6 +309,8 @@ def write_experiment_report(
     for heading, text in sections:
         page.heading(heading)
         page.preformatted(text)
+    for fig, name, caption in figures:
+        page.figure(fig, name, caption)
 
     page.heading("Results (mean ± sd over seeds; n = number of seeds)")
     page.table(_results_table(frame, metrics))
