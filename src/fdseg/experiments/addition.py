@@ -72,8 +72,8 @@ def synthetic_config(data_dir: str | Path) -> ExperimentConfig:
         {
             "name": "synthetic data addition",
             "data": {
-                "base": f"synthetic:{root / 'base'}?{common}&site=base&n=100&seed=0",
-                "novel": f"synthetic:{root / 'dil2'}?{common}&site=dil2&n=40&seed=1",
+                "base": f"synthetic:{root / 'addition_base'}?{common}&site=base&n=100&seed=0",
+                "novel": f"synthetic:{root / 'addition_dil2'}?{common}&site=dil2&n=40&seed=1",
                 "image_size": 64,
                 "split_scheme": "paper",
                 "split_seed": 0,
