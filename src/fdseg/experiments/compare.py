@@ -63,7 +63,7 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
 def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, Mapping) and value and not key.endswith("kwargs"):
+        if isinstance(value, Mapping) and value:
             flat.update(_flat(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value if not isinstance(value, list | dict) else repr(value)
@@ -83,10 +83,18 @@ def load_runs(paths: Sequence[str | Path], *, arms: Mapping[str, str] | None = N
 
     Args:
         paths: run or experiment directories (see :func:`find_runs`).
-        arms: run directory name -> arm label, to override the arms derived from the configurations.
+        arms: run directory name -> arm label, to override the arms derived from the configurations. Runs
+            of a sweep (``EXP/runs/<name>``) take their arm from ``EXP/results.csv`` unless given here.
     """
     all_dirs = find_runs(paths)
     dirs = [d for d in all_dirs if (d / "config.yaml").is_file()]
+    arms = dict(arms or {})
+    for results in {d.parent.parent / "results.csv" for d in dirs if d.parent.name == "runs"}:
+        if results.is_file():
+            table = pd.read_csv(results, dtype=str)
+            if {"run", "arm"} <= set(table.columns):
+                for run, arm in zip(table["run"], table["arm"]):
+                    arms.setdefault(str(run), str(arm))
     configs = {d: ExperimentConfig.from_yaml(d / "config.yaml") for d in dirs}
     flats = {d: _flat(c.to_dict()) for d, c in configs.items()}
     keys = sorted({k for f in flats.values() for k in f})
