@@ -144,6 +144,12 @@ def test_few_images_from_one_group_warn(
     rows = _rows(run / "external" / "folder-few_native" / "per_sample.csv")
     assert all(sum(int(r[k]) for k in ("tp", "fp", "fn", "tn")) == 40 * 48 for r in rows)
 
+    # another dataset in a folder of the same name gets its own folder; the first one's results stay
+    other = _folder(tmp_path / "elsewhere" / "few", 10)
+    again = evaluate_run(run, dataset=f"folder:{other}", at="native")
+    assert Path(again["dir"]).name.startswith("folder-few-") and again["warnings"] == []
+    assert json.loads((run / "external" / "folder-few_native" / "summary.json").read_text())["n_images"] == 4
+
 
 def test_bad_external_input_is_one_line(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

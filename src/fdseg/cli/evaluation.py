@@ -64,13 +64,17 @@ def evaluate(
         dataset=data,
     )
     label = f"{result['data']}" if data is not None else split
-    n_images = result["n_images"]
-    count = f"{n_images} images x {len(result['view_names'])} views" if views != "none" else str(n_images)
-    _echo(_line(f"{label} [{result['mode']}]", result["n"], result["mean"], result["soft_batch_dice"]))
+    n_images = result.get("n_images", result["n"])
+    n_views = len(result.get("view_names", ["identity"]))
+    count = f"{n_images} images x {n_views} views" if n_views > 1 else f"{n_images} images"
+    mode = result.get("mode", "resize")
+    _echo(_line(f"{label} [{mode}]", result["n"], result["mean"], result.get("soft_batch_dice")))
     for view, sub in result.get("per_view", {}).items():
-        _echo(_line(f"  {view}", sub["n"], sub["mean"], sub["soft_batch_dice"]))
-    _echo(f"evaluated: {count} (empty GT: {result['empty_gt']}, groups: {result['n_groups']})")
-    _echo(f"per-sample table: {Path(result['dir']) / 'per_sample.csv'}")
+        _echo(_line(f"  {view}", sub["n"], sub["mean"], sub.get("soft_batch_dice")))
+    labels = {"empty_gt": "empty GT", "n_groups": "groups"}
+    details = [f"{name}: {result[key]}" for key, name in labels.items() if key in result]
+    _echo(f"evaluated: {count}" + (f" ({', '.join(details)})" if details else ""))
+    _echo(f"per-sample table: {Path(result.get('dir', Path(run) / split)) / 'per_sample.csv'}")
 
 
 @app.command()

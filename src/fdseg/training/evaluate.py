@@ -11,7 +11,8 @@ What is evaluated, and where the results go (``<run>/<folder>/{per_sample.csv,su
 
 - ``split``: the run's own ``test`` (default), ``val`` or ``train`` images → folder ``<split>``.
 - ``dataset="NAME:PATH"``: every image of another dataset with ground truth (external validation, e.g. a
-  TNBC-trained run on the MoNuSeg test set) → folder ``external/<format>-<folder name>``, so the run's own
+  TNBC-trained run on the MoNuSeg test set) → folder ``external/<format>-<folder name>`` (plus ``-`` and 8
+  hex digits of the spec's sha1 when that folder holds another dataset's results), so the run's own
   results are never overwritten.
 - ``views="paper"``: the paper's 5-view augmented test set (method-spec §D3, §F1): identity, horizontal
   flip, vertical flip, rotation by 90° and by 270° (counter-clockwise, ``np.rot90`` with k = 1 and k = -1)
@@ -192,20 +193,27 @@ def _external_data(cfg: Any, run_dir: Path, spec: str, *, native: bool) -> tuple
         )
     ids = [r.id for r in records]
     data = RunData(cached, None, {"train": [], "val": [], "test": ids}, seed=cfg.train.seed)
-    name = _slug(f"{raw.format_name}-{Path(raw.root).name}")
-    saved = run_dir / "external" / name / "summary.json"
-    if saved.is_file():
-        try:
-            other = json.loads(saved.read_text()).get("data")
-        except (OSError, ValueError):
-            other = None
-        if other not in (None, raw.spec):
-            name = f"{name}-{hashlib.sha1(raw.spec.encode()).hexdigest()[:8]}"
-    return data, name
+    return data, _slug(f"{raw.format_name}-{Path(raw.root).name}")
 
 
-def evaluation_dir(run_dir: str | Path, *, split: str = "test", views: str = "none", at: str = "training",
-                   external: str | None = None, tiled: bool = False) -> Path:  # fmt: skip
+def _holds_other(folder: Path, spec: str) -> bool:
+    """Whether ``folder`` already holds the results of a dataset other than ``spec``."""
+    try:
+        other = json.loads((folder / "summary.json").read_text()).get("data")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return other is not None and other != spec
+
+
+def evaluation_dir(
+    run_dir: str | Path,
+    *,
+    split: str = "test",
+    views: str = "none",
+    at: str = "training",
+    external: str | None = None,
+    tiled: bool = False,
+) -> Path:
     """The folder :func:`evaluate_run` writes to (see the module docstring).
 
     Args:
@@ -310,14 +318,19 @@ def evaluate_run(
         )
     if not rows:
         raise ValueError(f"{run_dir}: the {split} split is empty")
-    out_dir = evaluation_dir(run_dir, split=split, views=views, at=at, external=external, tiled=data.tiled)
+    spec = data.base.raw.spec
+    tiled = data.tiled
+    out_dir = evaluation_dir(run_dir, split=split, views=views, at=at, external=external, tiled=tiled)
+    if external is not None and _holds_other(out_dir, spec):  # same folder name, another dataset
+        external = f"{external}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
+        out_dir = evaluation_dir(run_dir, split=split, views=views, at=at, external=external, tiled=tiled)
     if views == "none":
         rows = [{k: v for k, v in r.items() if k != "view"} for r in rows]
     atomic_write_text(out_dir / "per_sample.csv", _to_csv(rows))
     summary = _summarise(rows, split=split, checkpoint=checkpoint, soft=soft, views=views)
     summary["mode"] = "sliding" if data.tiled else ("native" if at == "native" else "resize")
     summary["at"] = "native" if data.tiled else at
-    summary["data"] = data.base.raw.spec if dataset is not None else cfg.data.base
+    summary["data"] = spec if dataset is not None else cfg.data.base
     ids = list(dict.fromkeys(str(r["id"]) for r in rows))
     summary.update(_coverage(data, ids))
     summary["dir"] = str(out_dir)
