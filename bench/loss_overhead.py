@@ -263,6 +263,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the configurations")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave the default)")
+    parser.add_argument("--loss-only", action="store_true", help="time only the loss-alone table")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "loss_overhead.json")
     args = parser.parse_args()
     if args.threads:
@@ -276,6 +277,16 @@ def main() -> None:
     counts = {s.name: _params(s.model) for s in setups}
     if len(set(counts.values())) != 1:
         raise SystemExit(f"the plain and fdseg U-Nets differ in size: {counts}")
+    if args.loss_only:
+        with _closing(setups):
+            loss_rows = loss_only(args, device, mask)
+        print(
+            f"loss alone (forward + backward on the 9 fixed feature maps), {device.type}, "
+            f"{torch.get_num_threads()} threads, {args.size}², batch {args.batch}, width {args.width}"
+        )
+        for r in loss_rows:
+            print(f"{r['loss']:<28} {r['ms']:>8.2f} {r['min_ms']:>8.2f} {r['ratio_vs_naive']:>9.3f}")
+        return
     with _closing(setups):
         for s in setups:
             for _ in range(args.warmup):
