@@ -2,19 +2,20 @@
 
 A *format* (``tnbc``, ``monuseg``, ``folder``, …) scans a dataset in its distributed layout into a list of
 :class:`Record` (one per image, paired by id, never by sorted position) and loads one record at native size
-into a :class:`RawSample`. :func:`open_dataset` turns a spec ``"NAME:PATH[?key=value&…]"`` into a
-:class:`RawDataset`. Resizing, caching, splitting and tensor conversion happen later (``cache.py``,
-``splits.py``, ``transforms.py``), never in a loader.
+into a :class:`RawSample`. :func:`fdseg.data.open.open_dataset` turns a spec ``"NAME:PATH[?key=value&…]"``
+into a :class:`RawDataset` (in its own module, so that this contract never imports the loaders). Resizing,
+caching, splitting and tensor conversion happen later (``cache.py``, ``splits.py``, ``transforms.py``), never
+in a loader.
 """
 
 from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TypedDict
 
 import numpy as np
 
@@ -144,39 +145,6 @@ class RawDataset(ABC):
 
 #: Format name -> loader class. Register in the module that defines the loader.
 FORMATS: Registry[RawDataset] = Registry("dataset format")
-
-
-def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
-    """Split ``"NAME:PATH?k=v&k2=v2"`` into ``(name, path, options)``.
-
-    Raises:
-        ValueError: no ``NAME:`` prefix, or a malformed option.
-    """
-    if ":" not in spec:
-        raise ValueError(f"dataset spec {spec!r} must look like NAME:PATH (formats: {FORMATS.names()})")
-    name, rest = spec.split(":", 1)
-    path, _, query = rest.partition("?")
-    options: dict[str, str] = {}
-    for part in filter(None, query.split("&")):
-        key, eq, value = part.partition("=")
-        if not eq or not key:
-            raise ValueError(f"dataset spec {spec!r}: option {part!r} must be key=value")
-        options[key] = value
-    return name, path, options
-
-
-def open_dataset(spec: str, **options: Any) -> RawDataset:
-    """Open a dataset from a spec such as ``"tnbc:/data/TNBC_NucleiSegmentation"``.
-
-    Options may be given in the spec (``?size=256``) or as keyword arguments (converted to strings).
-    Unknown format names raise ``KeyError`` listing the valid ones.
-    """
-    import fdseg.data.formats  # noqa: F401  (registers every loader)
-
-    name, path, spec_options = parse_spec(spec)
-    factory: Callable[..., RawDataset] = FORMATS.get(name)
-    merged = {**spec_options, **{k: str(v) for k, v in options.items()}}
-    return factory(root=path, **merged)
 
 
 # -- shared decoding helpers ------------------------------------------------------------------------------

@@ -35,8 +35,8 @@ from typing import Any
 
 import pandas as pd
 
-from fdseg.data.base import open_dataset
 from fdseg.data.cache import CachedDataset
+from fdseg.data.open import open_dataset
 from fdseg.data.pooling import addition_counts, novel_training_ids
 from fdseg.experiments.divergence import SubsetRule, divergence_study
 from fdseg.experiments.executors import LocalExecutor, RunResult, RunSpec

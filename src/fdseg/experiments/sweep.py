@@ -422,7 +422,7 @@ def check_folds(cfg: ExperimentConfig, folds: int) -> None:
     Raises:
         ValueError: ``folds`` < 2. SplitError: fewer patient/slide groups than folds.
     """
-    from fdseg.data.base import open_dataset
+    from fdseg.data.open import open_dataset
     from fdseg.data.splits import make_folds
 
     if folds < 2:

@@ -57,10 +57,10 @@ from PIL import Image
 from scipy import ndimage
 
 from fdseg._checks import check_option, did_you_mean
-from fdseg.data.base import open_dataset
 from fdseg.data.cache import CachedDataset, resize_mask
 from fdseg.data.cache import resize_image as resize_to
 from fdseg.data.formats._io import image_size
+from fdseg.data.open import open_dataset
 from fdseg.data.splits import load_splits
 from fdseg.metrics import confusion_counts, metrics_from_counts, soft_batch_dice
 from fdseg.models import FeatureTap

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fdseg.data.base import open_dataset
+from fdseg.data.open import open_dataset
 from fdseg.losses.multiclass import class_index_map
 from fdseg.metrics.multiclass import class_confusion_counts, per_class_metrics, predict_classes
 
