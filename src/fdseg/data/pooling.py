@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fdseg._checks import check_option
-from fdseg.data.base import natural_key
+from fdseg.data.base import natural_key, official_split_ids
 from fdseg.data.torch_dataset import Sample, SegmentationDataset
 
 SELECTIONS: tuple[str, ...] = ("first", "random")
@@ -58,13 +58,14 @@ def novel_training_ids(records: Sequence[Any], *, spec: str = "the novel dataset
     Raises:
         ValueError: the dataset has an official split but no training image (naming ``spec`` and its sets).
     """
-    official = sorted({r.split for r in records if r.split is not None})
-    if not official:
+    official = official_split_ids((r.id, r.split) for r in records)
+    if official is None:
         return [r.id for r in records]
-    train = [r.id for r in records if r.split == "train"]
+    train = official.get("train", [])
     if not train:
         raise ValueError(
-            f"{spec} has no training part to add images from (its official split has only {official}); "
+            f"{spec} has no training part to add images from (its official split has only "
+            f"{sorted(official)}); "
             "novel images are never drawn from an official test set"
         )
     return train

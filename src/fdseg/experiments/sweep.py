@@ -24,9 +24,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from fdseg._io import atomic_write_text
 from fdseg.experiments.executors import LocalExecutor, RunResult, RunSpec, SlurmExecutor, Submission
 from fdseg.training.config import ExperimentConfig
-from fdseg.training.history import atomic_write_text
 from fdseg.training.run import RUNTIME_KEYS
 
 __all__ = [

@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fdseg._checks import check_keys, check_option, check_shape
+from fdseg._checks import check_int, check_keys, check_option, check_shape
 
 Roles = Literal["paper", "code_swapped"]
 Spatial = Literal["region_mean", "image_mean", "sum"]
@@ -616,8 +616,7 @@ def check_pairing_options(pairing: str, shift: int, independent_permutations: bo
             ``independent_permutations`` without ``pairing="shuffle"``.
     """
     check_option("pairing", pairing, PAIRINGS)
-    if isinstance(shift, bool) or not isinstance(shift, int) or shift < 1:
-        raise ValueError(f"shift must be an int >= 1, got {shift!r}")
+    check_int("shift", shift)
     if independent_permutations and pairing != "shuffle":
         raise ValueError(f"independent_permutations=True needs pairing='shuffle', got pairing={pairing!r}")
 
