@@ -44,6 +44,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("head", "channels"), [("binary_per_class", 3), ("softmax", 4)])
 def test_both_heads_train_and_evaluate_per_class(
     tmp_path: Path, data_dir: Path, head: str, channels: int
@@ -73,6 +74,7 @@ def test_both_heads_train_and_evaluate_per_class(
     assert summary["head"] == head and "absent" in summary["empty_policy"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("version", "classes"), [("v5", "7"), ("v7.3", "4")])
 def test_consep_mat_fixture_trains_through_cli(tmp_path: Path, version: str, classes: str) -> None:
     make_consep(tmp_path / "data", version=version)
@@ -125,3 +127,17 @@ def test_bad_multiclass_configs_are_one_line_errors(
     assert "has none; use a dataset with class maps" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"unknown model\.head"):
         cfg.with_overrides(["model.head=sigmoid"])
+
+
+def test_consep_experiment_config_matches_the_7_classes(tmp_path: Path) -> None:
+    from fdseg.training.heads import run_classes
+
+    make_consep(tmp_path / "data", version="v5")
+    root = Path(__file__).resolve().parents[2]
+    cfg = ExperimentConfig.from_yaml(root / "configs" / "experiments" / "consep_unet.yaml")
+    assert cfg.model.head == "binary_per_class" and cfg.data.split_official
+    local = cfg.with_overrides([f"data.base=consep:{tmp_path / 'data'}?classes=7"])
+    assert run_classes(local)[-1] == "endothelial" and len(run_classes(local)) == 7
+    merged = cfg.with_overrides([f"data.base=consep:{tmp_path / 'data'}?classes=4"])
+    with pytest.raises(ValueError, match="need 4 channels"):
+        run_classes(merged)

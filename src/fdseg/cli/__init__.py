@@ -88,7 +88,11 @@ def train(
     runtime = _runtime(device)
     _seed(cfg.train.seed)
     start = time.perf_counter()
-    run_dir = train_run(cfg, out, runtime=runtime, evaluate=not no_eval)
+    try:
+        run_dir = train_run(cfg, out, runtime=runtime, evaluate=not no_eval)
+    except KeyboardInterrupt as exc:  # typer would turn it into a silent exit 130
+        typer.echo(str(exc) or "interrupted", err=True)
+        raise typer.Exit(130) from None
     if not is_global_zero():
         return
     _echo(f"run finished in {time.perf_counter() - start:.1f} s: {run_dir}")
@@ -192,8 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = app(args=args, prog_name="fdseg", standalone_mode=False)
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 1
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+    except KeyboardInterrupt as exc:
+        typer.echo(str(exc) or "interrupted", err=True)
         return 130
     except (
         _CommandFailed,

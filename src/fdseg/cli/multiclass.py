@@ -59,6 +59,9 @@ def figures(
     worst: Annotated[
         int, typer.Option("--worst", "-k", help="Default images: this many worst-off of RUN.")
     ] = 4,
+    class_name: Annotated[
+        str | None, typer.Option("--class", help="Overlay one foreground class only (multi-class runs).")
+    ] = None,
 ) -> None:
     """Heatmaps (Fig. 8), FP/FN overlays (Fig. 6) or per-image arrows (Fig. 4) of one or two runs."""
     from fdseg.report.figures import write_figures
@@ -70,5 +73,5 @@ def figures(
     run_b = None
     if rest and (Path(rest[0]) / "config.yaml").is_file():
         run_b, rest = Path(rest[0]), rest[1:]
-    path = write_figures(run_a, run_b, rest, kind, out, layer=layer, k=worst)
+    path = write_figures(run_a, run_b, rest, kind, out, layer=layer, k=worst, class_name=class_name)
     _echo(f"figure: {path}")

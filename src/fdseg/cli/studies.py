@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fdseg.cli import _CommandFailed, _echo, app
+from fdseg.cli import _CommandFailed, _echo, app, experiment_app
 
 SetOpt = Annotated[
     list[str] | None,
@@ -27,7 +27,14 @@ JobsOpt = Annotated[
 ]
 PerGpuOpt = Annotated[int, typer.Option("--per-gpu", help="GPU: concurrent runs per visible GPU.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or gpu.")]
-ExecutorOpt = Annotated[str, typer.Option("--executor", help="local (this machine) or slurm (submitit).")]
+ExecutorOpt = Annotated[
+    str,
+    typer.Option(
+        "--executor",
+        help="local (a process per run, --jobs at a time), inline (one at a time in this process: no "
+        "start-up cost, for small CPU runs) or slurm (submitit).",
+    ),
+]
 PartitionOpt = Annotated[str | None, typer.Option("--slurm-partition", help="SLURM partition.")]
 TimeOpt = Annotated[int, typer.Option("--slurm-time", help="SLURM time limit per run, minutes.")]
 SlurmGpusOpt = Annotated[int, typer.Option("--slurm-gpus", help="GPUs per SLURM job (0: CPU jobs).")]
@@ -66,8 +73,12 @@ def _executor(
     slurm_cpus: int,
     array: bool,
 ) -> Any:
-    from fdseg.experiments.executors import LocalExecutor, SlurmExecutor
+    from fdseg.experiments.executors import InlineExecutor, LocalExecutor, SlurmExecutor
 
+    if executor == "inline":
+        from fdseg.cli import _runtime
+
+        return InlineExecutor(_runtime(device))
     if executor == "slurm":
         return SlurmExecutor(
             exp / "slurm",
@@ -79,7 +90,7 @@ def _executor(
             device="gpu" if slurm_gpus else "cpu",
         )
     if executor != "local":
-        raise ValueError(f"--executor must be local or slurm, got {executor!r}")
+        raise ValueError(f"--executor must be local, inline or slurm, got {executor!r}")
     if jobs < 1 or per_gpu < 1:
         raise ValueError("--jobs and --per-gpu must be >= 1")
     gpus = _gpus(device)
@@ -229,3 +240,93 @@ def compare(
     if csv is not None:
         result.table.to_csv(csv, index=False)
         _echo(f"\ntable: {csv}")
+
+
+@experiment_app.command("table1")
+def table1(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="YAML experiment config (its model and data).")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Experiment directory (created; resumed if present).")
+    ],
+    seeds: SeedsOpt = "5",
+    folds: FoldsOpt = None,
+    models: Annotated[
+        str | None,
+        typer.Option("--models", help="Comma-separated models (default: the config's), e.g. Table 4's rows."),
+    ] = None,
+    overrides: SetOpt = None,
+    jobs: JobsOpt = 1,
+    per_gpu: PerGpuOpt = 1,
+    device: DeviceOpt = "auto",
+    executor: ExecutorOpt = "local",
+    slurm_partition: PartitionOpt = None,
+    slurm_time: TimeOpt = 240,
+    slurm_gpus: SlurmGpusOpt = 1,
+    slurm_cpus: SlurmCpusOpt = 4,
+    slurm_array: ArrayOpt = True,
+) -> None:
+    """The paper's Table 1 (✗, ✗ compute-matched, ✓ per seed; plain and 5-view test sets; worst-/best-off).
+
+    Writes OUT/table1.txt (the table, with the paper's numbers when the model and dataset match a cell),
+    table1.csv (over seeds, with p-values), table1_per_seed.csv, results.csv (one row per run), report.html.
+    """
+    from fdseg.cli import _runtime
+    from fdseg.experiments.sweep import check_folds, check_runs, claim_experiment, run_sweep
+    from fdseg.experiments.table1 import dataset_name, evaluate_views, table1_runs, write_table1_outputs
+    from fdseg.training.config import ExperimentConfig
+
+    cfg = ExperimentConfig.from_yaml(config).with_overrides(overrides or [])
+    model_list = [m.strip() for m in (models or "").split(",") if m.strip()]
+    if models is not None and not model_list:
+        raise ValueError("--models is empty; give model names, e.g. --models nucleisegnet,transunet")
+    if model_list:
+        from fdseg._checks import did_you_mean
+        from fdseg.models import list_models
+
+        known = list_models()
+        for m in model_list:
+            if m not in known:
+                raise KeyError(f"--models: unknown model {m!r}{did_you_mean(m, known)} models: {known}")
+    seed_list = parse_seeds_cli(seeds)
+    if folds is not None:
+        check_folds(cfg, folds)
+    runs = table1_runs(cfg, out, seeds=seed_list, folds=folds, models=model_list)
+    check_runs(runs)
+    ex = _executor(
+        out,
+        executor=executor,
+        jobs=jobs,
+        per_gpu=per_gpu,
+        device=device,
+        partition=slurm_partition,
+        slurm_time=slurm_time,
+        slurm_gpus=slurm_gpus,
+        slurm_cpus=slurm_cpus,
+        array=slurm_array,
+    )
+    claim_experiment(out, "table1", cfg, seeds=list(seed_list), folds=folds, models=model_list)
+    _echo(
+        f"{len(runs)} runs (3 arms × {len(model_list) or 1} model(s) × {len(seed_list)} seeds"
+        + (f" × {folds} folds" if folds else "")
+        + f") in {out / 'runs'}"
+    )
+    start = time.perf_counter()
+    results = run_sweep(runs, ex, echo=_echo)
+    if executor == "slurm":
+        _echo_submission(results, out, "experiment table1")
+        return
+    evaluate_views(runs, _runtime("cpu" if device == "cpu" else device), echo=_echo)
+    _result, text = write_table1_outputs(out, runs, dataset_name(cfg), title=f"Table 1: {cfg.name}")
+    _echo("")
+    _echo(text)
+    _echo(f"\ntable:   {out / 'table1.txt'} (and table1.csv, table1_per_seed.csv)")
+    _finish_local(results, runs, out, start)
+
+
+def parse_seeds_cli(text: str) -> tuple[int, ...]:
+    """``--seeds`` of the studies (see :func:`fdseg.experiments.sweep.parse_seeds`)."""
+    from fdseg.experiments.sweep import parse_seeds
+
+    return parse_seeds(text)

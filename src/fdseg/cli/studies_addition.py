@@ -104,7 +104,9 @@ def _load_config(config: Path | None, out: Path, overrides: list[str] | None) ->
     from fdseg.experiments.addition import synthetic_config
     from fdseg.training.config import ExperimentConfig
 
-    cfg = ExperimentConfig.from_yaml(config) if config is not None else synthetic_config(out / "data")
+    # the synthetic default's data live beside the shipped configs' (data/synthetic, relative to the working
+    # directory), never inside the study folder, which holds runs only
+    cfg = ExperimentConfig.from_yaml(config) if config is not None else synthetic_config("data/synthetic")
     return cfg.with_overrides(overrides or [])
 
 
@@ -121,11 +123,7 @@ def _run_and_report(study: Any, jobs: int, device: str, extra: Any = None) -> No
     )
     start = time.perf_counter()
 
-    def progress(name: str, rc: int, seconds: float, done: int, total: int) -> None:
-        state = "ok" if rc == 0 else ("skipped (DONE)" if rc < 0 else f"FAILED (exit {rc})")
-        _echo(f"[{done}/{total}] {name}: {state} {seconds:.1f} s")
-
-    results = run_study(study, jobs=jobs, threads_per_job=threads, device=device, on_run_end=progress)
+    results = run_study(study, jobs=jobs, threads_per_job=threads, device=device, echo=_echo)
     frame = collect(study, results)
     summary = summarise(study, frame)
     extras = {"wall_seconds": round(time.perf_counter() - start, 1), **(extra() if extra else {})}

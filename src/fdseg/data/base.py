@@ -3,9 +3,8 @@
 A *format* (``tnbc``, ``monuseg``, ``folder``, …) scans a dataset in its distributed layout into a list of
 :class:`Record` (one per image, paired by id, never by sorted position) and loads one record at native size
 into a :class:`RawSample`. :func:`fdseg.data.open.open_dataset` turns a spec ``"NAME:PATH[?key=value&…]"``
-into a :class:`RawDataset` (in its own module, so that this contract never imports the loaders). Resizing,
-caching, splitting and tensor conversion happen later (``cache.py``, ``splits.py``, ``transforms.py``), never
-in a loader.
+into a :class:`RawDataset`. Resizing, caching, splitting and tensor conversion happen later (``cache.py``,
+``splits.py``, ``transforms.py``), never in a loader.
 """
 
 from __future__ import annotations
@@ -141,6 +140,25 @@ class RawDataset(ABC):
 
 #: Format name -> loader class. Register in the module that defines the loader.
 FORMATS: Registry[RawDataset] = Registry("dataset format")
+
+
+def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """Split ``"NAME:PATH?k=v&k2=v2"`` into ``(name, path, options)``.
+
+    Raises:
+        ValueError: no ``NAME:`` prefix, or a malformed option.
+    """
+    if ":" not in spec:
+        raise ValueError(f"dataset spec {spec!r} must look like NAME:PATH (formats: {FORMATS.names()})")
+    name, rest = spec.split(":", 1)
+    path, _, query = rest.partition("?")
+    options: dict[str, str] = {}
+    for part in filter(None, query.split("&")):
+        key, eq, value = part.partition("=")
+        if not eq or not key:
+            raise ValueError(f"dataset spec {spec!r}: option {part!r} must be key=value")
+        options[key] = value
+    return name, path, options
 
 
 # -- shared decoding helpers ------------------------------------------------------------------------------

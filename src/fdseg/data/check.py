@@ -22,11 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from fdseg.data.base import FORMATS, RawDataset
+from fdseg.data.base import FORMATS, RawDataset, parse_spec
 from fdseg.data.errors import DatasetError, DatasetNotFoundError, SplitError
 from fdseg.data.formats._decode import orientation_name
 from fdseg.data.formats._io import Problem, SizeMismatchError
-from fdseg.data.open import parse_spec
 
 __all__ = ["CheckReport", "Problem", "check_dataset"]
 

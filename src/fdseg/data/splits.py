@@ -447,7 +447,9 @@ def check_split(
     seen: dict[str, str] = {}
     for name, entries in split.sets.items():
         for entry in entries:
-            if entry in seen and seen[entry] != name:
+            if entry in seen and seen[entry] == name:
+                raise SplitError(f"split source {source!r}: id {entry!r} appears twice in the {name!r} set")
+            if entry in seen:
                 raise SplitError(
                     f"split source {source!r}: id {entry!r} is in both {seen[entry]!r} and {name!r}"
                 )

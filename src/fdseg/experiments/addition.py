@@ -72,8 +72,8 @@ def synthetic_config(data_dir: str | Path) -> ExperimentConfig:
         {
             "name": "synthetic data addition",
             "data": {
-                "base": f"synthetic:{root / 'base'}?{common}&site=base&n=100&seed=0",
-                "novel": f"synthetic:{root / 'dil2'}?{common}&site=dil2&n=40&seed=1",
+                "base": f"synthetic:{root / 'addition_base'}?{common}&site=base&n=100&seed=0",
+                "novel": f"synthetic:{root / 'addition_dil2'}?{common}&site=dil2&n=40&seed=1",
                 "image_size": 64,
                 "split_scheme": "paper",
                 "split_seed": 0,
@@ -183,8 +183,8 @@ def plan_data_addition(
     _check_runs(cfg, arm_list, seeds)
     specs: list[RunSpec] = []
     keys: dict[str, tuple[str, float, int]] = {}
-    for count in counts:
-        for arm in arm_list:
+    for arm in arm_list:  # arm by arm, so that a study stopped early leaves whole arms
+        for count in counts:
             for seed in range(seeds):
                 name = f"k{count}_{arm}_s{seed}"
                 data = {"novel_k": count, "novel_fraction": None}
@@ -228,8 +228,8 @@ def plan_robustness(
     _check_runs(cfg, arm_list, seeds)
     specs: list[RunSpec] = []
     keys: dict[str, tuple[str, float, int]] = {}
-    for sigma in values:
-        for arm in arm_list:
+    for arm in arm_list:
+        for sigma in values:
             for seed in range(seeds):
                 name = f"sigma{sigma:g}_{arm}_s{seed}"
                 data = {"noise": {"sigma": sigma, "apply_to": apply_to, "seed": noise_seed}}
@@ -252,17 +252,32 @@ def run_study(
     jobs: int = 1,
     threads_per_job: int | None = None,
     device: str = "cpu",
-    on_run_end: Callable[[str, int, float, int, int], None] | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> list[RunResult]:
-    """Train every run of ``study`` (finished ones are skipped).
+    """Train every run of ``study`` through :func:`fdseg.experiments.sweep.run_sweep` (finished runs skipped).
+
+    The folder is claimed as an experiment of this kind and configuration (``experiment.json``), so a rerun
+    resumes and another study is never mixed into it.
 
     Raises:
-        RuntimeError: a run failed (naming its ``train.log``).
+        ValueError: the folder holds another experiment. RuntimeError: a run failed (naming its log).
     """
-    study.out.mkdir(parents=True, exist_ok=True)
+    from fdseg.experiments.sweep import Arm, SweepRun, claim_experiment, run_sweep
+
+    claim_experiment(
+        study.out, f"experiment {study.kind}", study.base,
+        arms=study.arms, conditions=study.conditions, seeds=study.seeds,
+    )  # fmt: skip
     prepare_data(study.base)
+    runs: list[SweepRun] = []
+    for spec in study.specs:
+        arm, condition, seed = study.keys[spec.name]
+        label = f"{arm} {'k' if study.kind == 'data-addition' else 'sigma'}={condition:g}"
+        point = Arm(label, spec.name.rsplit("_s", 1)[0], (), {"arm": arm, "condition": condition})
+        runs.append(SweepRun(spec, point, seed, None))
     executor = LocalExecutor(jobs, threads_per_job=threads_per_job, device=device)
-    results = executor.run(study.specs, on_run_end=on_run_end)
+    results = run_sweep(runs, executor, echo=echo)
+    assert isinstance(results, list)
     failed = [r for r in results if not r.ok]
     if failed:
         logs = ", ".join(str(r.spec.run_dir / "train.log") for r in failed)

@@ -1,8 +1,9 @@
 """``fdseg compare``: group finished runs into arms and compare each with a baseline arm.
 
-Runs are found in run directories (``config.yaml``) or experiment directories (``runs/*/config.yaml``). The
-arm of a run is what differs between the configurations given, apart from the seed and the fold (e.g.
-``fd=true``); when nothing else differs, the configuration's ``name``. The statistics are
+Runs are found in run directories (``config.yaml``) or experiment directories (``runs/*/config.yaml``), and
+in result folders of other engines that hold ``run.json`` with an ``arm`` (``fdseg nnunet collect`` writes
+them). The arm of a run is what differs between the configurations given, apart from the seed and the fold
+(e.g. ``fd=true``); when nothing else differs, the configuration's ``name``. The statistics are
 :func:`fdseg.metrics.compare_arms`: runs paired by seed (and fold), images by id.
 """
 
@@ -22,6 +23,8 @@ from fdseg.training.config import ExperimentConfig
 
 __all__ = ["BASELINE_HINTS", "Comparison", "compare_runs", "find_runs", "format_comparison", "load_runs"]
 
+#: A result folder of another engine (e.g. nnU-Net): ``{"engine", "arm", "seed", "fold"}``.
+ENGINE_FILE = "run.json"
 #: Run-config keys that never define an arm.
 NOT_ARM_KEYS = frozenset(
     {"name", "train.seed", "data.fold", "data.cache_dir", "train.progress_bar", "train.num_workers"}
@@ -41,10 +44,11 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
-        if (path / "config.yaml").is_file():
+        if (path / "config.yaml").is_file() or (path / ENGINE_FILE).is_file():
             found.append(path)
             continue
         inner = sorted((path / "runs").glob("*/config.yaml")) or sorted(path.glob("*/config.yaml"))
+        inner = inner or sorted(path.glob(f"*/{ENGINE_FILE}"))
         if not inner:
             raise FileNotFoundError(
                 f"{path} is neither a run directory (config.yaml) nor an experiment (runs/)"
@@ -59,7 +63,7 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
 def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, Mapping) and value and not key.endswith("kwargs"):
+        if isinstance(value, Mapping) and value:
             flat.update(_flat(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value if not isinstance(value, list | dict) else repr(value)
@@ -79,9 +83,18 @@ def load_runs(paths: Sequence[str | Path], *, arms: Mapping[str, str] | None = N
 
     Args:
         paths: run or experiment directories (see :func:`find_runs`).
-        arms: run directory name -> arm label, to override the arms derived from the configurations.
+        arms: run directory name -> arm label, to override the arms derived from the configurations. Runs
+            of a sweep (``EXP/runs/<name>``) take their arm from ``EXP/results.csv`` unless given here.
     """
-    dirs = find_runs(paths)
+    all_dirs = find_runs(paths)
+    dirs = [d for d in all_dirs if (d / "config.yaml").is_file()]
+    arms = dict(arms or {})
+    for results in {d.parent.parent / "results.csv" for d in dirs if d.parent.name == "runs"}:
+        if results.is_file():
+            table = pd.read_csv(results, dtype=str)
+            if {"run", "arm"} <= set(table.columns):
+                for run, arm in zip(table["run"], table["arm"]):
+                    arms.setdefault(str(run), str(arm))
     configs = {d: ExperimentConfig.from_yaml(d / "config.yaml") for d in dirs}
     flats = {d: _flat(c.to_dict()) for d, c in configs.items()}
     keys = sorted({k for f in flats.values() for k in f})
@@ -107,7 +120,30 @@ def load_runs(paths: Sequence[str | Path], *, arms: Mapping[str, str] | None = N
                 "done": (d / "DONE").is_file(),
             }
         )
+    for d in all_dirs:
+        if d not in configs:
+            rows.append(_engine_row(d, arms))
     return pd.DataFrame(rows)
+
+
+def _engine_row(path: Path, arms: Mapping[str, str] | None) -> dict[str, Any]:
+    """The row of a result folder written by another engine (``run.json``)."""
+    import json
+
+    try:
+        meta = json.loads((path / ENGINE_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path / ENGINE_FILE}: unreadable ({err})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("arm"), str):
+        raise ValueError(f"{path / ENGINE_FILE}: needs an 'arm' string")
+    return {
+        "run": path.name,
+        "path": str(path),
+        "arm": arms[path.name] if arms and path.name in arms else meta["arm"],
+        "seed": int(meta.get("seed", 0)),
+        "fold": meta.get("fold"),
+        "done": True,
+    }
 
 
 def per_image_table(runs: pd.DataFrame, *, split_dir: str = "test") -> tuple[pd.DataFrame, list[str]]:

@@ -297,3 +297,60 @@ class SlurmExecutor:
         else:
             jobs = [self.executor.submit(run_logged, c, log) for c, log in zip(commands, logs)]
         return Submission([str(j.job_id) for j in jobs], [s.name for s in todo], skipped, self.folder)
+
+
+class InlineExecutor:
+    """Train runs one after the other in this process (``train_run``), finished runs skipped.
+
+    No start-up cost per run (imports, process launch), so it suits many small CPU runs; a run that raises
+    is recorded as failed (exit code 1, the error in ``<run>/train.log``) and the others carry on.
+
+    Args:
+        runtime: the device choice of every run (CPU by default).
+    """
+
+    jobs = 1
+
+    def __init__(self, runtime: object | None = None) -> None:
+        self.runtime = runtime
+
+    def run(self, specs: Sequence[RunSpec], *, on_run_end: OnRunEnd | None = None) -> list[RunResult]:
+        """Run every spec in order and return their results.
+
+        Raises:
+            RunConfigMismatchError: a run directory holds another configuration (checked before any start).
+        """
+        import logging
+        import traceback
+
+        import lightning.pytorch as pl
+
+        from fdseg.training.run import Runtime, train_run
+
+        for spec in specs:
+            check_run_config(spec.run_dir, spec.config)
+        runtime = self.runtime if isinstance(self.runtime, Runtime) else Runtime()
+        results: list[RunResult] = []
+        for spec in specs:
+            if (spec.run_dir / "DONE").is_file():
+                result = RunResult(spec, -1, 0.0)
+            else:
+                spec.run_dir.mkdir(parents=True, exist_ok=True)
+                started = time.perf_counter()
+                code = 0
+                try:
+                    pl.seed_everything(spec.config.train.seed, workers=True, verbose=False)
+                    for name in ("lightning.pytorch", "lightning.fabric"):
+                        logging.getLogger(name).setLevel(logging.WARNING)
+                    train_run(spec.config, spec.run_dir, runtime=runtime)
+                    message = f"run finished: {spec.run_dir}\n"
+                except Exception as err:  # a failed run is reported, the sweep goes on
+                    code = 1
+                    message = "".join(traceback.format_exception(err)) + f"error: {err}\n"
+                with (spec.run_dir / "train.log").open("a") as log:
+                    log.write(message)
+                result = RunResult(spec, code, time.perf_counter() - started)
+            results.append(result)
+            if on_run_end is not None:
+                on_run_end(spec.name, result.returncode, result.seconds, len(results), len(specs))
+        return results

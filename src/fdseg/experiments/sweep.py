@@ -25,7 +25,14 @@ import pandas as pd
 import yaml
 
 from fdseg._io import atomic_write_text
-from fdseg.experiments.executors import LocalExecutor, RunResult, RunSpec, SlurmExecutor, Submission
+from fdseg.experiments.executors import (
+    InlineExecutor,
+    LocalExecutor,
+    RunResult,
+    RunSpec,
+    SlurmExecutor,
+    Submission,
+)
 from fdseg.training.config import ExperimentConfig
 from fdseg.training.run import RUNTIME_KEYS
 
@@ -335,7 +342,7 @@ ProgressFn = Callable[[str], None]
 
 def run_sweep(
     runs: Sequence[SweepRun],
-    executor: LocalExecutor | SlurmExecutor,
+    executor: LocalExecutor | InlineExecutor | SlurmExecutor,
     *,
     echo: ProgressFn | None = None,
 ) -> list[RunResult] | Submission:
@@ -490,6 +497,8 @@ def write_sweep_outputs(
     *,
     title: str,
     baseline: str | None = None,
+    extra_sections: Sequence[tuple[str, str]] = (),
+    extra_figures: Sequence[tuple[Any, str, str]] = (),
 ) -> tuple[Path, Path | None]:
     """Write ``results.csv`` (one row per run) and ``report.html`` (arms compared, paired by seed and fold).
 
@@ -542,5 +551,7 @@ def write_sweep_outputs(
         metrics=[m for m in ("dice", "iou") if m in per_seed.columns],
         comparison=comparisons or None,
         numeric_key=numeric_key,
+        sections=extra_sections,
+        figures=extra_figures,
     )
     return results_csv, report

@@ -198,6 +198,32 @@ def _paired_section(page: Page, comparison: Mapping[str, pd.DataFrame], *, basel
         page.table(shown, caption=f"{metric}")
 
 
+def _overlay_section(
+    page: Page, frame: pd.DataFrame, runs: Mapping[str, Path], base_name: str, seed_col: str | None
+) -> None:
+    """Error overlays of the worst-off test images of the baseline's first run, beside another method's run
+    of the same seed (the first one listed)."""
+    if "run" not in frame.columns:
+        return
+    from fdseg.report.multiclass import add_worst_off_overlays
+
+    base_rows = frame[frame["method"] == base_name]
+    if base_rows.empty or str(base_rows["run"].iloc[0]) not in runs:
+        return
+    first = base_rows.iloc[0]
+    others = frame[frame["method"] != base_name]
+    if seed_col is not None:
+        others = others[others[seed_col] == first[seed_col]]
+    other = next((str(r) for r in others["run"] if str(r) in runs), None)
+    page.heading("Worst-off images")
+    add_worst_off_overlays(
+        page,
+        Path(runs[str(first["run"])]),
+        Path(runs[other]) if other is not None else None,
+        name="experiment",
+    )
+
+
 def write_experiment_report(
     out_dir: Path,
     results: pd.DataFrame,
@@ -213,6 +239,8 @@ def write_experiment_report(
     dpi: int = 100,
     comparison: Mapping[str, pd.DataFrame] | None = None,
     numeric_key: str | None = None,
+    sections: Sequence[tuple[str, str]] = (),
+    figures: Sequence[tuple[Any, str, str]] = (),
 ) -> Path:
     """Write ``out_dir/report.html`` (self-contained) and ``out_dir/figures/*.png`` for an experiment.
 
@@ -238,6 +266,8 @@ def write_experiment_report(
         comparison: metric -> the table of :func:`fdseg.metrics.compare_arms` (runs paired by seed and fold,
             images by id), shown as "Paired comparison".
         numeric_key: a numeric column of ``results`` that was swept (e.g. λ): adds a metric-vs-value plot.
+        sections: ``(heading, preformatted text)`` shown right after the notes (e.g. the Table 1 layout).
+        figures: ``(matplotlib Figure, file name, caption)`` shown after the sections.
 
     Returns:
         The path of ``report.html``.
@@ -276,6 +306,11 @@ def write_experiment_report(
         f"Baseline: {base_name} ({why})."
     )
     page.bullets([str(n) for n in notes])
+    for heading, text in sections:
+        page.heading(heading)
+        page.preformatted(text)
+    for fig, name, caption in figures:
+        page.figure(fig, name, caption)
 
     page.heading("Results (mean ± sd over seeds; n = number of seeds)")
     page.table(_results_table(frame, metrics))
@@ -347,6 +382,7 @@ def write_experiment_report(
         )
 
     _worst_best_section(page, frame, runs, baseline=base_name, k=worst_k, seed_col=seed_col)
+    _overlay_section(page, frame, runs, base_name, seed_col)
 
     page.heading("Runs")
     listing = []

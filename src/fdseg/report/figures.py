@@ -24,7 +24,7 @@ from fdseg.models import FeatureTap
 from fdseg.training.build import build_model, tap_layers
 from fdseg.training.data import RunData, build_run_data
 from fdseg.training.heads import build_head
-from fdseg.training.run import load_model_weights, read_config
+from fdseg.training.rundir import load_model_weights, read_config
 from fdseg.viz import activation_map, plot_heatmaps, plot_overlays, plot_paired_arrows
 
 KINDS = ("heatmap", "overlay", "arrows")
@@ -40,6 +40,18 @@ class LoadedRun:
     data: RunData
     head: Any
     layers: list[str]
+
+    def class_label(self, name: str) -> int:
+        """The label of a foreground class name.
+
+        Raises:
+            KeyError: a binary run, or a name that is not one of the run's classes (the message lists them).
+        """
+        names = () if self.head is None else self.head.class_names
+        if name not in names:
+            valid = list(names) if names else "none (a binary run)"
+            raise KeyError(f"unknown class {name!r} for run {self.path}; its classes: {valid}")
+        return names.index(name) + 1
 
     @property
     def n_labels(self) -> int:
@@ -148,10 +160,24 @@ def heatmap_figure(run_a: LoadedRun, run_b: LoadedRun | None, ids: Sequence[str]
     )
 
 
-def overlay_figure(run_a: LoadedRun, run_b: LoadedRun | None, ids: Sequence[str]) -> Figure:
-    """Fig. 6 for ``ids``: image, ground truth, FP/FN overlays of A (and B)."""
+def _only_class(arrays: list[dict[str, Any]], label: int) -> list[dict[str, Any]]:
+    return [{**e, "gt": np.asarray(e["gt"]) == label, "pred": np.asarray(e["pred"]) == label} for e in arrays]
+
+
+def overlay_figure(
+    run_a: LoadedRun, run_b: LoadedRun | None, ids: Sequence[str], *, class_name: str | None = None
+) -> Figure:
+    """Fig. 6 for ``ids``: image, ground truth, FP/FN overlays of A (and B); one class only if named.
+
+    Raises:
+        KeyError: an unknown class name or image id.
+    """
+    label = run_a.class_label(class_name) if class_name is not None else None
     a = predict_arrays(run_a, ids)
     b = predict_arrays(run_b, ids) if run_b is not None else None
+    if label is not None:
+        a = _only_class(a, label)
+        b = _only_class(b, label) if b is not None else None
     scores = per_image_scores(run_a.path) if (run_a.path / "test" / "per_sample.csv").is_file() else None
     labels = (run_a.path.name, run_b.path.name if run_b is not None else "")
     return plot_overlays(
@@ -162,7 +188,7 @@ def overlay_figure(run_a: LoadedRun, run_b: LoadedRun | None, ids: Sequence[str]
         ids=list(ids),
         labels=labels,
         scores_a=[float(scores.get(i, np.nan)) for i in ids] if scores is not None else None,
-        n_labels=run_a.n_labels,
+        n_labels=run_a.n_labels if label is None else 2,
     )
 
 
@@ -193,12 +219,16 @@ def write_figures(
     layer: str = "bottleneck",
     k: int = 4,
     dpi: int = 100,
+    class_name: str | None = None,
 ) -> Path:
     """Draw one kind of figure into ``out/<kind>.png`` and return its path.
 
+    Args:
+        class_name: overlays of one foreground class only (multi-class runs).
+
     Raises:
         ValueError: an unknown kind, or ``arrows`` without a second run.
-        KeyError: an image id not in run A's data.
+        KeyError: an image id not in run A's data; an unknown class name.
         FileNotFoundError: a missing run, checkpoint or per_sample.csv.
     """
     if kind not in KINDS:
@@ -215,7 +245,12 @@ def write_figures(
             a.item(image_id)
             if b is not None:
                 b.item(image_id)
-        fig = heatmap_figure(a, b, ids) if kind == "heatmap" else overlay_figure(a, b, ids)
+        if class_name is not None:
+            a.class_label(class_name)
+        if kind == "heatmap":
+            fig = heatmap_figure(a, b, ids)
+        else:
+            fig = overlay_figure(a, b, ids, class_name=class_name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{kind}.png"

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -25,6 +26,7 @@ from typing import Any, TypeVar, Union
 import yaml
 
 from fdseg._checks import check_option, did_you_mean
+from fdseg.training._yaml import load_yaml_file, load_yaml_text
 
 SCHEMA_VERSION = 1
 
@@ -290,12 +292,13 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         check_option("optim.scheduler", self.scheduler, SCHEDULERS)
-        if self.lr <= 0:
-            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
-        if len(self.betas) != 2:
-            raise ValueError(f"optim.betas must have 2 values, got {list(self.betas)}")
+        for name, low, strict in (("lr", 0.0, True), ("weight_decay", 0.0, False), ("eps", 0.0, False)):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < low or (strict and value == low):
+                bound = "> 0" if strict else ">= 0"
+                raise ValueError(f"optim.{name} must be a finite number {bound}, got {value}")
+        if len(self.betas) != 2 or not all(math.isfinite(b) and 0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"optim.betas must be two numbers in [0, 1), got {list(self.betas)}")
 
 
 @dataclass(frozen=True)
@@ -395,15 +398,16 @@ class ExperimentConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ExperimentConfig:
-        """Read a YAML config file (``FileNotFoundError`` naming it when it is missing)."""
+        """Read a YAML config file strictly (YAML 1.2 numbers such as ``1e-3``, also inside ``*_kwargs``).
+
+        Raises:
+            FileNotFoundError: the file is missing.
+            ValueError: ``"<file>:<line>: …"`` for an empty file, invalid YAML, a duplicate key or aliases
+                that expand too far; option values outside their choices.
+            KeyError / TypeError: an unknown key or a value of the wrong type (naming the key).
+        """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML ({exc})") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(load_yaml_file(path), source=str(path))
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         """The YAML text; also written to ``path`` when given."""
@@ -429,8 +433,8 @@ class ExperimentConfig:
             if not eq or not key:
                 raise ValueError(f"override {item!r} must look like section.key=value")
             try:
-                value = yaml.safe_load(raw) if raw.strip() else None
-            except yaml.YAMLError:
+                value = load_yaml_text(raw, source=f"--set {key}") if raw.strip() else None
+            except ValueError:
                 value = raw
             _set_path(data, key.split("."), value, full_key=key)
         return ExperimentConfig.from_dict(data, source="--set overrides")

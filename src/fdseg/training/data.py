@@ -138,9 +138,24 @@ class RunData:
     seed: int = 0
     augment: str = "paper"
     num_workers: int = 0
+    new_split: dict[str, SourceSplit] | None = None
     noise: GaussianNoise | None = None
     _positions: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
     _index: dict[str, list[int]] | None = field(default=None, init=False, repr=False)
+    _stream: DataStream | None = field(default=None, init=False, repr=False)
+
+    @property
+    def stream(self) -> DataStream:
+        """The run's training data stream (created on first use, then shared by both phases)."""
+        if self._stream is None:
+            self._stream = DataStream(self.seed)
+        return self._stream
+
+    def save_split(self, path: Path) -> None:
+        """Write ``split.json`` when the split was drawn here (not re-read from ``path``)."""
+        if self.new_split is not None:
+            save_splits(path, self.new_split)
+            self.new_split = None
 
     @property
     def tiled(self) -> bool:
@@ -170,7 +185,7 @@ class RunData:
             transforms=transforms,
             source=0,
             noise=self._noise(name, 0),
-            generator=augment_generator(self.seed, 0) if train else None,
+            generator=self.stream.augment[0] if train else None,
         )
         if not (name == "train" and self.novel is not None and self.split.get("novel")):
             return base
@@ -180,7 +195,7 @@ class RunData:
             transforms=transforms,
             source=1,
             noise=self._noise(name, 1),
-            generator=augment_generator(self.seed, 1) if train else None,
+            generator=self.stream.augment[1] if train else None,
         )
         return PooledDataset([base, novel])
 
@@ -213,16 +228,21 @@ class RunData:
         return self._dataset("train", train=True)
 
     def loaders(self, cfg: ExperimentConfig) -> Loaders:
-        """Shuffled, augmented training loader and the validation loader."""
-        generator = torch.Generator().manual_seed(self.seed)
+        """Shuffled, augmented training loader and the validation loader.
+
+        Both draw from :attr:`stream`, so the second phase continues the stream where the first stopped,
+        and the stream's state (saved in checkpoints) fixes every later batch. Workers are not persistent:
+        each epoch starts new ones, seeded from the shuffle generator (see
+        :func:`reseed_worker_augmentation`), so no random state lives only in a worker process.
+        """
         train = DataLoader(
             self.train,
             batch_size=cfg.train.batch_size,
             shuffle=True,
-            generator=generator,
+            generator=self.stream.shuffle,
             num_workers=self.num_workers,
             collate_fn=collate,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=False,
             worker_init_fn=reseed_worker_augmentation,
         )
         return Loaders(train, self.eval_loader("val", cfg.train.eval_batch_size))
@@ -248,6 +268,37 @@ def derive_seed(*key: int) -> int:
 def augment_generator(seed: int, source: int) -> torch.Generator:
     """The augmentation generator of one source (0 base, 1 novel): its own stream for every source."""
     return torch.Generator().manual_seed(derive_seed(seed, source))
+
+
+class DataStream:
+    """A run's training randomness: the shuffle generator and one augmentation generator per source.
+
+    The shuffle generator draws each epoch's order and the base seed of that epoch's DataLoader workers;
+    without workers, the augmentation generators draw every transform. Their states are all that decides
+    the batches of the following epochs, so :meth:`state_dict` in a checkpoint makes a resumed run see
+    exactly the batches the uninterrupted run sees.
+
+    Args:
+        seed: ``train.seed``.
+        sources: number of sources (0 base, 1 novel).
+    """
+
+    def __init__(self, seed: int, sources: int = 2) -> None:
+        self.shuffle = torch.Generator().manual_seed(seed)
+        self.augment = [augment_generator(seed, source) for source in range(sources)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The generator states (CPU ``uint8`` tensors)."""
+        return {"shuffle": self.shuffle.get_state(), "augment": [g.get_state() for g in self.augment]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` in place (the loaders keep their references to the generators)."""
+        augment = list(state["augment"])
+        if len(augment) != len(self.augment):
+            raise ValueError(f"data stream state has {len(augment)} sources, expected {len(self.augment)}")
+        self.shuffle.set_state(state["shuffle"])
+        for generator, value in zip(self.augment, augment):
+            generator.set_state(value)
 
 
 def _segmentation_parts(dataset: Any) -> Iterator[SegmentationDataset]:
@@ -304,8 +355,14 @@ def _open_cached(spec: str, cfg: ExperimentConfig, run_dir: Path) -> CachedDatas
     return CachedDataset(raw, cfg.data.image_size, cache_dir, target=target)
 
 
-def build_run_data(cfg: ExperimentConfig, run_dir: str | Path) -> RunData:
+def build_run_data(cfg: ExperimentConfig, run_dir: str | Path, *, write_split: bool = True) -> RunData:
     """Open, cache and split the run's data; write ``split.json`` on first use, re-read it afterwards.
+
+    Args:
+        cfg: the run's configuration.
+        run_dir: the run directory (``split.json`` is read from it when present).
+        write_split: write a newly drawn split now; with ``False`` it is kept in :attr:`RunData.new_split`
+            for :meth:`RunData.save_split`, so the data can be checked before the run directory exists.
 
     Raises:
         DatasetError / DatasetNotFoundError: a missing or bad file (named).
@@ -315,6 +372,7 @@ def build_run_data(cfg: ExperimentConfig, run_dir: str | Path) -> RunData:
     base = _open_cached(cfg.data.base, cfg, run_dir)
     novel = _open_cached(cfg.data.novel, cfg, run_dir) if cfg.data.novel else None
     path = run_dir / "split.json"
+    new_split: dict[str, SourceSplit] | None = None
     if path.is_file():
         sources = load_splits(path)
         split = _check_saved(path, sources, base, novel, grouped=cfg.data.split_grouped)
@@ -371,9 +429,9 @@ def build_run_data(cfg: ExperimentConfig, run_dir: str | Path) -> RunData:
         for name in SPLIT_NAMES:
             if not split[name]:
                 raise SplitError(f"split of {cfg.data.base!r} leaves the {name} set empty ({_counts(split)})")
-        save_splits(path, sources)
+        new_split = sources
     noise = cfg.data.noise
-    return RunData(
+    data = RunData(
         base,
         novel,
         split,
@@ -383,7 +441,11 @@ def build_run_data(cfg: ExperimentConfig, run_dir: str | Path) -> RunData:
         noise=GaussianNoise(noise.sigma, seed=noise.seed, apply_to=noise.apply_to)
         if noise.sigma > 0
         else None,
+        new_split=new_split,
     )
+    if write_split:
+        data.save_split(path)
+    return data
 
 
 def _counts(split: dict[str, list[str]]) -> dict[str, int]:

@@ -67,7 +67,7 @@ from fdseg.models import FeatureTap
 from fdseg.training.build import build_fd_probe, build_model, tap_layers
 from fdseg.training.data import RunData, build_run_data, load_image
 from fdseg.training.history import atomic_write_text
-from fdseg.training.run import Runtime, load_model_weights, read_config, write_json
+from fdseg.training.rundir import Runtime, load_model_weights, read_config, write_json
 
 if TYPE_CHECKING:
     from torch import nn

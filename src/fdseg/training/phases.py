@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import math
 import os
+import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
+import torch
 
 from fdseg.training.config import ExperimentConfig
 from fdseg.training.history import HistoryWriter
@@ -76,6 +80,36 @@ def steps_per_epoch(n_train: int, batch_size: int, world_size: int = 1) -> int:
     return max(1, math.ceil(math.ceil(n_train / world_size) / batch_size))
 
 
+def rng_state() -> dict[str, Any]:
+    """The global RNG states (torch CPU, NumPy, ``random``) as tensors and plain containers."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }  # fmt: skip
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    npy = state["numpy"]
+    keys = np.asarray(npy["keys"].numpy(), dtype=np.uint32)
+    np.random.set_state((npy["kind"], keys, npy["pos"], npy["has_gauss"], npy["gauss"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
+
+
+def restore_stream(checkpoint: Mapping[str, Any], stream: Any) -> None:
+    """Set the data stream and the global RNGs to the states saved in ``checkpoint`` (when present)."""
+    if stream is not None and "fdseg_stream" in checkpoint:
+        stream.load_state_dict(checkpoint["fdseg_stream"])
+    if "fdseg_rng" in checkpoint:
+        set_rng_state(checkpoint["fdseg_rng"])
+
+
 def atomic_save_checkpoint(trainer: pl.Trainer, path: Path) -> None:
     """Save the trainer's full checkpoint to ``path`` via a temporary file and an atomic rename.
 
@@ -95,19 +129,30 @@ class RunRecorder(pl.Callback):
 
     The history row is written before the checkpoints, so a run resumed from ``last.ckpt`` never lacks the
     row of an epoch it has already trained. The best validation Dice survives resumption (callback state).
+    Checkpoints also carry the data stream (``fdseg_stream``) and the global RNG states (``fdseg_rng``), which
+    a resumed run restores, so it continues with the batches the uninterrupted run would have drawn.
 
     Args:
         checkpoint_dir: ``<run>/checkpoints``.
         history: the run's history writer.
         phase: the phase being trained.
+        stream: the run's :class:`fdseg.training.data.DataStream` (``state_dict``/``load_state_dict``).
     """
 
-    def __init__(self, checkpoint_dir: Path, history: HistoryWriter, phase: Phase) -> None:
+    def __init__(
+        self, checkpoint_dir: Path, history: HistoryWriter, phase: Phase, stream: Any = None
+    ) -> None:
         self.checkpoint_dir = checkpoint_dir
         self.history = history
         self.phase = phase
+        self.stream = stream
         self.best_dice = -math.inf
         self.best_epoch = -1
+        self.epoch: int | None = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Note the epoch in progress (named when the run is interrupted)."""
+        self.epoch = self.phase.epoch_offset + trainer.current_epoch
 
     @property
     def state_key(self) -> str:
@@ -143,13 +188,22 @@ class RunRecorder(pl.Callback):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        """Stamp the checkpoint with the phase and epoch it belongs to."""
+        """Stamp the checkpoint with the phase and epoch it belongs to, the data stream and the RNG states."""
         checkpoint["fdseg"] = {
             "phase": self.phase.index,
             "epoch": self.phase.epoch_offset + trainer.current_epoch,
             "best_val_dice": self.best_dice,
             "best_epoch": self.best_epoch,
         }
+        if self.stream is not None:
+            checkpoint["fdseg_stream"] = self.stream.state_dict()
+        checkpoint["fdseg_rng"] = rng_state()
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Restore the data stream and the RNG states of the checkpoint a phase resumes from."""
+        restore_stream(checkpoint, self.stream)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_dice": self.best_dice, "best_epoch": self.best_epoch}

@@ -16,183 +16,65 @@ configuration is refused before anything is trained (:class:`RunConfigMismatchEr
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import platform
 import random
-import subprocess
-import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 
-import fdseg
 from fdseg.training.build import build_model, build_task
 from fdseg.training.config import ExperimentConfig
 from fdseg.training.data import RunData, build_run_data
-from fdseg.training.history import HistoryWriter, atomic_write_text
-from fdseg.training.phases import Phase, RunRecorder, plan_phases, steps_per_epoch
+from fdseg.training.heads import is_multiclass
+from fdseg.training.history import HistoryWriter
+from fdseg.training.phases import Phase, RunRecorder, plan_phases, restore_stream, steps_per_epoch
+from fdseg.training.rundir import (
+    RUNTIME_KEYS,
+    CheckpointError,
+    RunConfigMismatchError,
+    RunLock,
+    RunLockedError,
+    Runtime,
+    check_run_config,
+    checkpoint_meta,
+    environment_info,
+    load_model_weights,
+    load_weights_into,
+    model_state,
+    prepare_run_dir,
+    read_checkpoint,
+    read_config,
+    write_json,
+)
+from fdseg.training.task import build_optimizer
 
 log = logging.getLogger(__name__)
 
-#: Keys that may differ between the saved and the requested config of a run (they do not change results).
-RUNTIME_KEYS = frozenset({"train.progress_bar", "train.num_workers", "train.log_every_n_steps"})
-
-
-class RunConfigMismatchError(ValueError):
-    """The run directory belongs to another configuration."""
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Where and how a run executes (chosen by the caller, e.g. the CLI).
-
-    Attributes:
-        accelerator: Lightning accelerator: ``cpu`` or ``gpu`` (``auto`` lets Lightning choose).
-        cuda: whether the accelerator is a CUDA GPU; enables bf16 autocast (precision ``auto``),
-            channels-last, cudnn benchmark and fused AdamW.
-    """
-
-    accelerator: str = "cpu"
-    cuda: bool = False
-
-
-# -- run directory ------------------------------------------------------------------------------------------
-def write_json(path: Path, data: Any) -> None:
-    """Atomically write ``data`` as indented JSON."""
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value and not name.endswith("kwargs") and "options" not in key:
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def check_run_config(run_dir: Path, cfg: ExperimentConfig) -> bool:
-    """Compare ``cfg`` with ``<run>/config.yaml``.
-
-    Returns:
-        ``True`` when the directory already holds this run's config, ``False`` when it holds none.
-
-    Raises:
-        RunConfigMismatchError: the saved config differs (the message lists the differing keys).
-    """
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return False
-    saved = ExperimentConfig.from_yaml(path)
-    old, new = _flatten(saved.to_dict()), _flatten(cfg.to_dict())
-    diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RUNTIME_KEYS)
-    if diff:
-        shown = "; ".join(f"{k}: {old.get(k)!r} (saved) vs {new.get(k)!r}" for k in diff[:6])
-        raise RunConfigMismatchError(
-            f"{run_dir} holds a run of another configuration ({shown}); use another --out directory or "
-            f"delete {run_dir}"
-        )
-    return True
-
-
-def environment_info(runtime: Runtime) -> dict[str, Any]:
-    """Versions, git sha and device, for ``env.json``."""
-    import lightning
-    import monai
-    import numpy
-
-    info: dict[str, Any] = {
-        "fdseg": fdseg.__version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "lightning": lightning.__version__,
-        "monai": monai.__version__,
-        "numpy": numpy.__version__,
-        "git_sha": _git_sha(),
-        "accelerator": runtime.accelerator,
-        "device": torch.cuda.get_device_name(0) if runtime.cuda else platform.processor() or "cpu",
-        "torch_threads": torch.get_num_threads(),
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    return info
-
-
-def _git_sha() -> str | None:
-    root = Path(__file__).resolve().parents[3]
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    sha = out.stdout.strip()
-    return sha if out.returncode == 0 and sha else None
-
-
-def check_buildable(cfg: ExperimentConfig) -> None:
-    """Build the model, the L_seg/L_fd losses and the λ strategy once on the CPU, without data.
-
-    This fails on a configuration that cannot train (an unknown model, loss or λ option) before the run
-    directory is created, so a rejected config is never saved as ``config.yaml``. The global RNG states
-    (torch CPU, NumPy, ``random``) are restored afterwards, so the run's own model initialisation is
-    unchanged.
-
-    Raises:
-        ValueError / KeyError / TypeError: from the builders, naming the bad option.
-    """
-    py_state, np_state = random.getstate(), np.random.get_state()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            model = build_model(cfg)
-            probe = Phase(2 if cfg.has_phase2 else 1, 1, 1, False, "best.ckpt")
-            build_task(cfg, model, probe, warmup=max(cfg.train.epochs_phase1, 1)).close()
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-
-
-def prepare_run_dir(cfg: ExperimentConfig, run_dir: Path, runtime: Runtime) -> None:
-    """Create the directory, refuse a foreign config, write ``config.yaml`` and ``env.json``."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not check_run_config(run_dir, cfg):
-        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-    write_json(run_dir / "env.json", environment_info(runtime))
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
-
-
-def checkpoint_meta(path: Path) -> dict[str, Any] | None:
-    """The ``fdseg`` stamp (phase, epoch, best Dice) of a checkpoint, or ``None`` when it is absent."""
-    if not path.is_file():
-        return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    meta = ckpt.get("fdseg")
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: not an fdseg checkpoint (no 'fdseg' entry)")
-    return meta
-
-
-def load_model_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load the network weights of a run checkpoint (keys ``model.*`` of the task) into ``model``."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    if not state:
-        raise ValueError(f"{path}: holds no 'model.*' weights")
-    model.load_state_dict(state)
+__all__ = [
+    "RUNTIME_KEYS",
+    "CheckpointError",
+    "RunConfigMismatchError",
+    "RunLockedError",
+    "Runtime",
+    "check_run_config",
+    "checkpoint_meta",
+    "environment_info",
+    "load_model_weights",
+    "preflight",
+    "read_config",
+    "train_run",
+    "write_json",
+]
 
 
 # -- training -----------------------------------------------------------------------------------------------
@@ -266,6 +148,93 @@ def is_global_zero() -> bool:
     return int(getattr(rank_zero_only, "rank", 0)) == 0
 
 
+class _Interrupt(BaseException):
+    """Raised by the SIGINT handler; not a KeyboardInterrupt, so Lightning tears down and re-raises it."""
+
+
+@contextmanager
+def _sigint_raises() -> Iterator[None]:
+    """While active, Ctrl-C raises :class:`_Interrupt` (once; further presses are ignored until it ends)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise _Interrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def preflight(cfg: ExperimentConfig) -> None:
+    """Check that ``cfg`` can train, on the CPU and without data, before anything is written.
+
+    Builds the model, the L_seg/L_fd losses, the λ strategy and the optimiser, and runs the model (and the
+    L_fd terms) once on a dummy batch of one ``data.image_size``² image with a half-foreground mask. The
+    global RNG states (torch CPU, NumPy, ``random``) are restored afterwards, so the run's own model
+    initialisation is unchanged.
+
+    Raises:
+        ValueError / KeyError / TypeError: one line naming the config key: an unknown model, loss or λ
+            option, an image size the model cannot take (``data.image_size``), optimiser settings AdamW
+            refuses (``optim.*``).
+    """
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            model = build_model(cfg)
+            probe = Phase(2 if cfg.has_phase2 else 1, 1, 1, False, "best.ckpt")
+            task = build_task(cfg, model, probe, warmup=max(cfg.train.epochs_phase1, 1))
+            try:
+                build_optimizer(task.parameters(), cfg.optim)
+                _dry_run(cfg, task)
+            finally:
+                task.close()
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+def _dry_run(cfg: ExperimentConfig, task: Any) -> None:
+    size, channels = cfg.data.image_size, cfg.model.in_channels
+    image = torch.rand(1, channels, size, size)
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., : size // 2, :] = 1.0
+    if is_multiclass(cfg):  # a class-index map (classes 0 and 1)
+        mask = mask.long()
+    task.eval()
+    with torch.no_grad():
+        try:
+            logits = task.model(image)
+        except (RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(
+                f"data.image_size={size}: model {cfg.model.name!r} cannot take {size}x{size} inputs ({first})"
+            ) from None
+        if (
+            not isinstance(logits, torch.Tensor)
+            or logits.ndim != 4
+            or tuple(logits.shape[2:]) != (size, size)
+        ):
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(
+                f"data.image_size={size}: model {cfg.model.name!r} returns {shape} for a {size}x{size} "
+                f"input, expected logits (1, K, {size}, {size})"
+            )
+        feats = dict(task._tap)
+        source = torch.zeros(1, dtype=torch.int64)
+        for loss in [*task.fd_losses, *getattr(task, "aux_losses", ())]:
+            loss(feats, mask, source=source)
+
+
+#: Kept for callers of the earlier name.
+check_buildable = preflight
+
+
 def train_run(
     cfg: ExperimentConfig,
     run_dir: str | Path,
@@ -275,6 +244,11 @@ def train_run(
     evaluate: bool = True,
 ) -> Path:
     """Train (or resume, or skip) one run and evaluate it on its test split.
+
+    Nothing is written before the configuration and the data are checked (:func:`preflight`, then the
+    datasets are opened, cached and split). One process at a time trains into a run directory
+    (``train.lock``). A rerun resumes exactly from ``checkpoints/last.ckpt``: weights, optimiser, λ
+    strategy, data stream and RNG states, so its history equals the uninterrupted run's.
 
     The caller seeds the global RNGs (``lightning.seed_everything(cfg.train.seed)``) and chooses the
     runtime; the CLI does both.
@@ -291,10 +265,12 @@ def train_run(
 
     Raises:
         RunConfigMismatchError: the directory holds another configuration.
-        ValueError / KeyError / TypeError: a model, loss or λ option that cannot be built (before the run
-            directory is created or written).
-        fdseg.data.errors.DatasetError, FileNotFoundError, ValueError: bad data (before training starts).
-        NonFiniteLossError: the loss became NaN/inf (step and term named).
+        RunLockedError: another live process trains into the directory.
+        ValueError / KeyError / TypeError: a config that cannot train (before anything is written).
+        fdseg.data.errors.DatasetError, FileNotFoundError, ValueError: bad data (before anything is written).
+        CheckpointError: ``last.ckpt`` (or ``phase1_best.ckpt``) cannot be loaded (file and reason named).
+        NonFiniteLossError: the training diverged (step, phase, term and layer named).
+        KeyboardInterrupt: Ctrl-C; the message says at which epoch and phase, and how to resume.
     """
     run_dir = Path(run_dir)
     runtime = runtime or Runtime()
@@ -302,9 +278,48 @@ def train_run(
         check_run_config(run_dir, cfg)
         log.info("%s is finished (DONE); skipping", run_dir)
         return run_dir
-    check_buildable(cfg)
-    prepare_run_dir(cfg, run_dir, runtime)
-    data = build_run_data(cfg, run_dir)
+    check_run_config(run_dir, cfg)
+    preflight(cfg)
+    data = build_run_data(cfg, run_dir, write_split=False)
+    rank_zero = is_global_zero()
+    if rank_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir)
+    progress: dict[str, int] = {}
+    try:
+        with _sigint_raises():
+            if rank_zero:
+                lock.acquire()
+                prepare_run_dir(cfg, run_dir, runtime)
+                data.save_split(run_dir / "split.json")
+            history = _train_phases(cfg, run_dir, data, runtime, callbacks, progress)
+            if not rank_zero:
+                return run_dir  # under DDP the other ranks only train; rank 0 evaluates and marks DONE
+            if evaluate:
+                from fdseg.training.evaluate import evaluate_run
+
+                evaluate_run(run_dir, runtime=runtime, data=data)
+            _write_figures(run_dir)
+            write_json(
+                run_dir / "DONE",
+                {"finished": datetime.now(UTC).isoformat(timespec="seconds"), "epochs": len(history.rows)},
+            )
+    except _Interrupt:
+        where = f"at epoch {progress['epoch']} (phase {progress['phase']})" if progress else "before training"
+        raise KeyboardInterrupt(f"interrupted {where}; rerun the same command to resume") from None
+    finally:
+        lock.release()
+    return run_dir
+
+
+def _train_phases(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    data: RunData,
+    runtime: Runtime,
+    callbacks: Sequence[pl.Callback],
+    progress: dict[str, int],
+) -> HistoryWriter:
     ckpt_dir = run_dir / "checkpoints"
     history = HistoryWriter(run_dir / "history.csv")
     world = world_size(cfg, runtime)
@@ -316,22 +331,13 @@ def train_run(
             continue
         if resume and meta is not None:
             history.truncate_after(int(meta["epoch"]))
+            log.info("resuming from epoch %s (phase %s)", int(meta["epoch"]) + 1, phase.index)
         _train_phase(
-            cfg, phase, data, runtime, history, ckpt_dir, callbacks, resume=resume, warmup=phases[0].epochs
-        )
+            cfg, phase, data, runtime, history, ckpt_dir, callbacks,
+            resume=resume, warmup=phases[0].epochs, progress=progress,
+        )  # fmt: skip
         meta = None
-    if not is_global_zero():
-        return run_dir  # under DDP the other ranks only train; rank 0 evaluates and marks the run DONE
-    if evaluate:
-        from fdseg.training.evaluate import evaluate_run
-
-        evaluate_run(run_dir, runtime=runtime, data=data)
-    _write_figures(run_dir)
-    write_json(
-        run_dir / "DONE",
-        {"finished": datetime.now(UTC).isoformat(timespec="seconds"), "epochs": len(history.rows)},
-    )
-    return run_dir
+    return history
 
 
 def _train_phase(
@@ -345,25 +351,39 @@ def _train_phase(
     *,
     resume: bool,
     warmup: int,
+    progress: dict[str, int],
 ) -> None:
     model = build_model(cfg)
     task = build_task(cfg, model, phase, warmup=warmup, cuda=runtime.cuda)
-    if phase.index == 2 and not resume:
-        # weights of phase 1's best epoch; the λ strategy as phase 1 left it (it saw the whole warm-up)
+    last_path = ckpt_dir / "last.ckpt"
+    if resume:
+        # a checkpoint of another architecture is a one-line error here, not a traceback from Lightning
+        load_weights_into(model, model_state(read_checkpoint(last_path), last_path), last_path)
+    elif phase.index == 2:
+        # weights of phase 1's best epoch; λ strategy, loss generators, data stream and RNGs as phase 1
+        # left them in last.ckpt (read from disk on every path, so a rerun starts phase 2 identically)
         load_model_weights(model, ckpt_dir / "phase1_best.ckpt")
-        last = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=True)
+        last = read_checkpoint(last_path)
         if task.lambda_strategy is not None and "fdseg_lambda" in last:
             task.lambda_strategy.load_state_dict(last["fdseg_lambda"])
-    recorder = RunRecorder(ckpt_dir, history, phase)
+        extra = {k: v for k, v in last.get("state_dict", {}).items() if not k.startswith("model.")}
+        task.load_state_dict(extra, strict=False)
+        restore_stream(last, data.stream)
+    recorder = RunRecorder(ckpt_dir, history, phase, data.stream)
     trainer = make_trainer(cfg, phase, runtime, [recorder, *callbacks], ckpt_dir.parent)
     loaders = data.loaders(cfg)
-    ckpt_path = str(ckpt_dir / "last.ckpt") if resume else None
+    ckpt_path = str(last_path) if resume else None
     try:
         trainer.fit(task, loaders.train, loaders.val, ckpt_path=ckpt_path, weights_only=True)
+    except _Interrupt:
+        progress.update(phase=phase.index, epoch=recorder.epoch if recorder.epoch is not None else -1)
+        raise
     finally:
         task.close()
     if trainer.interrupted:
-        raise KeyboardInterrupt(f"training interrupted in phase {phase.index}; rerun to resume")
+        raise KeyboardInterrupt(
+            f"interrupted at epoch {recorder.epoch} (phase {phase.index}); rerun the same command to resume"
+        )
 
 
 def _write_figures(run_dir: Path) -> None:
@@ -391,11 +411,3 @@ def _write_figures(run_dir: Path) -> None:
         fig.savefig(tmp, format="png", dpi=90)
         plt.close(fig)
         os.replace(tmp, out / f"{name}.png")
-
-
-def read_config(run_dir: str | Path) -> ExperimentConfig:
-    """The configuration saved in a run directory."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not an fdseg run directory (no config.yaml)")
-    return ExperimentConfig.from_yaml(path)

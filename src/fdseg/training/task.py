@@ -9,15 +9,18 @@ computed for the history, but without autograd (the loss module does this for ze
 through the statistics and nothing is back-propagated, so the cost is one read of each tapped feature map
 (measured in ``bench/train_throughput.py``). The optimised loss is then exactly L_seg.
 
-**A non-finite loss** stops the run with :class:`NonFiniteLossError`, naming the global step, the epoch and
-every non-finite term (``seg``, ``fd/<layer>``, ``fd_exch/<layer>``). Checkpoints and history rows already
-written stay as they are.
+**A diverging run** stops with :class:`NonFiniteLossError`, naming the global step, the phase and epoch, the
+non-finite term (``seg``, ``fd/<layer>``, ``fd_exch/<layer>``; ``val_loss`` when only the validation logits
+are non-finite; the update itself when the weights became non-finite after a step with finite terms) and the
+layer where the network first holds a non-finite value (the first non-finite weight, else the first module
+whose output is non-finite on the offending batch). The weights are checked once per epoch (before
+validation). Checkpoints and history rows already written stay as they are.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -27,9 +30,32 @@ from torch import Tensor, nn
 from fdseg.metrics import segmentation_metrics
 from fdseg.training.config import OptimConfig
 
+_ADVICE = "Lower optim.lr or loss.lambda_kwargs.lambda_max."
+#: Steps between host-side loss checks on an accelerator (see ``SegmentationTask.finite_check_every``).
+FINITE_CHECK_EVERY = 50
+
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or ±inf; the message names the step and the offending terms."""
+
+
+def build_optimizer(
+    parameters: Iterable[nn.Parameter], cfg: OptimConfig, *, fused: bool = False
+) -> torch.optim.AdamW:
+    """AdamW over the trainable ``parameters`` with the ``optim.*`` settings (``optim.fused`` wins).
+
+    Raises:
+        ValueError: a setting torch refuses, naming the ``optim`` key.
+    """
+    params = [p for p in parameters if p.requires_grad]
+    use_fused = fused if cfg.fused is None else cfg.fused
+    try:
+        return torch.optim.AdamW(
+            params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay,
+            fused=use_fused or None,
+        )  # fmt: skip
+    except (ValueError, RuntimeError) as exc:
+        raise ValueError(f"optim: AdamW refuses these settings ({exc})") from None
 
 
 class SegmentationTask(pl.LightningModule):
@@ -108,6 +134,9 @@ class SegmentationTask(pl.LightningModule):
         self.lambdas: dict[str, float] = {}
         self._train_sums: dict[str, Tensor] = {}
         self._train_batches = 0
+        self._first_bad: Tensor | None = None
+        self._bad_values: Tensor | None = None
+        self._bad_names: list[str] = []
         self._val_dice_sum: Tensor | None = None
         self._val_loss_sum: Tensor | None = None
         self._val_images = 0
@@ -161,7 +190,9 @@ class SegmentationTask(pl.LightningModule):
         self._layer_batches = {}
 
     def on_validation_epoch_start(self) -> None:
-        """Reset the validation accumulators."""
+        """Check the weights after the epoch's last update, then reset the validation accumulators."""
+        self.flush_finite_check()
+        self._check_parameters(f"of step {self.global_step} (the last of epoch {self.global_epoch})")
         self._val_dice_sum = None
         self._val_loss_sum = None
         self._val_images = 0
@@ -198,7 +229,7 @@ class SegmentationTask(pl.LightningModule):
                 out = aux(feats, mask, source=source)
                 total = total + self.aux_weight * out.total
                 terms.update({k: v.detach() for k, v in out.terms.items()})
-        self._check_finite(total, terms)
+        self._check_finite(total, terms, batch)
         terms["loss"] = total.detach()
         for key, value in terms.items():
             value = value.float()
@@ -208,25 +239,125 @@ class SegmentationTask(pl.LightningModule):
         optimised: Tensor = total
         return optimised
 
-    def _check_finite(self, total: Tensor, terms: Mapping[str, Tensor]) -> None:
+    @property
+    def finite_check_every(self) -> int:
+        """Steps between host-side checks of the loss: 1 on the CPU (a check costs nothing there), else 50.
+
+        Between checks a device-side record keeps the first non-finite step and its term values, so the
+        error still names that step and term; the weights' diagnosis then replaces the batch's.
+        """
+        return 1 if self.device.type == "cpu" else FINITE_CHECK_EVERY
+
+    def _check_finite(self, total: Tensor, terms: Mapping[str, Tensor], batch: Mapping[str, Any]) -> None:
+        every = self.finite_check_every
+        if every > 1:
+            self._record_finite(total, terms)
+            if self._train_batches % every == every - 1:
+                self.flush_finite_check()
+            return
         if bool(torch.isfinite(total).all()):
             return
         bad = {k: float(v) for k, v in terms.items() if not bool(torch.isfinite(v).all())}
         if not bad:  # the weighted sum overflowed although every term is finite
             bad = {"total": float(total)}
         named = ", ".join(f"{k}={v}" for k, v in bad.items())
-        layers = sorted({k.split("/", 1)[1] for k in bad if "/" in k})
-        where = f" (layer {', '.join(layers)})" if layers else ""
+        lambdas = sorted(set(self.lambdas.values())) or [0.0]
         raise NonFiniteLossError(
-            f"non-finite training loss at global step {self.global_step} (epoch {self.global_epoch}, "
-            f"phase {self.phase}, batch {self._train_batches}): {named}{where}; "
-            f"λ = {self.lambdas or 0}. Lower loss.lambda_kwargs.lambda_max or optim.lr."
+            f"training diverged at global step {self.global_step} (phase {self.phase}, epoch "
+            f"{self.global_epoch}, batch {self._train_batches}): non-finite term {named}; "
+            f"{self._diagnose(batch)}; λ in [{lambdas[0]:g}, {lambdas[-1]:g}]. {_ADVICE}"
         )
+
+    def _record_finite(self, total: Tensor, terms: Mapping[str, Tensor]) -> None:
+        """Keep, on the device, the first step whose loss is non-finite and its term values (no sync)."""
+        names = ["total", *terms]
+        values = torch.stack(
+            [total.detach().float(), *(v.detach().float().reshape(()) for v in terms.values())]
+        )
+        bad_now = ~torch.isfinite(values[0])
+        if self._first_bad is None or self._bad_values is None or self._bad_names != names:
+            self._first_bad = torch.full((), -1, dtype=torch.int64, device=values.device)
+            self._bad_values = torch.zeros_like(values)
+            self._bad_names = names
+        first_now = bad_now & (self._first_bad < 0)
+        step = torch.full((), self.global_step, dtype=torch.int64, device=values.device)
+        self._first_bad = torch.where(first_now, step, self._first_bad)
+        self._bad_values = torch.where(first_now, values, self._bad_values)
+
+    def flush_finite_check(self) -> None:
+        """Raise :class:`NonFiniteLossError` if the device-side record holds a non-finite step (one sync)."""
+        if self._first_bad is None or self._bad_values is None:
+            return
+        step = int(self._first_bad)
+        if step < 0:
+            return
+        values = dict(zip(self._bad_names, self._bad_values.cpu().tolist()))
+        named = ", ".join(f"{k}={v}" for k, v in values.items() if k != "total" and not math.isfinite(v))
+        named = named or f"total={values['total']}"
+        raise NonFiniteLossError(
+            f"training diverged at global step {step} (phase {self.phase}, epoch {self.global_epoch}): "
+            f"non-finite term {named}; {self._diagnose(None)} (weights checked "
+            f"at step {self.global_step}). {_ADVICE}"
+        )
+
+    def _check_parameters(self, when: str) -> None:
+        """Raise :class:`NonFiniteLossError` when a weight is NaN/inf (one device sync; once per epoch)."""
+        params = [p for p in self.model.parameters() if p.is_floating_point()]
+        if not params or bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            return
+        raise NonFiniteLossError(
+            f"training diverged at global step {self.global_step} (phase {self.phase}, epoch "
+            f"{self.global_epoch}): non-finite weights after the optimiser update {when}, whose loss terms "
+            f"were all finite (term: the update of train_loss); {self._diagnose(None)}. {_ADVICE}"
+        )
+
+    def _layer_of(self, module_path: str) -> str:
+        """The declared feature layer that holds ``module_path`` (else its top-level module)."""
+        declared: Mapping[str, str] = getattr(self.model, "feature_layers", None) or {}
+        best, found = "", ""
+        for name, path in declared.items():
+            if (module_path == path or module_path.startswith(path + ".")) and len(path) > len(best):
+                best, found = path, name
+        return found if best else module_path.split(".", 1)[0]
+
+    @torch.no_grad()
+    def _diagnose(self, batch: Mapping[str, Any] | None) -> str:
+        """Where the network first holds a non-finite value: a weight, else a module's output on ``batch``."""
+        for name, param in self.model.named_parameters():
+            if not bool(torch.isfinite(param).all()):
+                module = name.rpartition(".")[0]
+                return f"first non-finite in layer {self._layer_of(module)} (parameter {name})"
+        if batch is None:
+            return "no weight is non-finite"
+        first: list[str] = []
+
+        def hook(name: str) -> Any:
+            def record(_module: nn.Module, _inputs: Any, output: Any) -> None:
+                if not first and isinstance(output, Tensor) and not bool(torch.isfinite(output).all()):
+                    first.append(name)
+
+            return record
+
+        handles = [m.register_forward_hook(hook(n)) for n, m in self.model.named_modules() if n]
+        try:
+            self.model(self._images(batch))
+        finally:
+            for handle in handles:
+                handle.remove()
+        if not first:
+            return "every weight and activation is finite (the loss itself overflowed)"
+        return f"first non-finite in layer {self._layer_of(first[0])} (output of module {first[0]})"
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         """Accumulate L_seg and the per-image hard Dice (p > threshold; empty GT and prediction → 1)."""
         mask: Tensor = batch["mask"]
         logits = self.model(self._images(batch)).float()
+        if batch_idx == 0 and not bool(torch.isfinite(logits).all()):
+            raise NonFiniteLossError(
+                f"training diverged at global step {self.global_step} (phase {self.phase}, epoch "
+                f"{self.global_epoch}): non-finite term val_loss (the validation logits; the weights are "
+                f"finite); {self._diagnose(batch)}. {_ADVICE}"
+            )
         loss = self.seg_loss(logits, mask).detach()
         if self.head is not None:
             dice = self.head.dice(logits, mask)
@@ -246,6 +377,7 @@ class SegmentationTask(pl.LightningModule):
             "lambda/<layer>"}`` (means over the epoch's batches; Dice over validation images). Values are
             reduced over devices under DDP.
         """
+        self.flush_finite_check()
         stats: dict[str, float] = {}
         n = max(self._train_batches, 1)
         for key, value in self._train_sums.items():
@@ -311,16 +443,7 @@ class SegmentationTask(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         """AdamW over the model and every loss parameter; optional cosine decay over the phase's steps."""
         cfg = self.optim_cfg
-        params = [p for p in self.parameters() if p.requires_grad]
-        fused = self.fused_adamw if cfg.fused is None else cfg.fused
-        optimizer = torch.optim.AdamW(
-            params,
-            lr=cfg.lr,
-            betas=cfg.betas,
-            eps=cfg.eps,
-            weight_decay=cfg.weight_decay,
-            fused=fused or None,
-        )
+        optimizer = build_optimizer(self.parameters(), cfg, fused=self.fused_adamw)
         if cfg.scheduler == "none":
             return optimizer
         total = max(int(self.trainer.estimated_stepping_batches), 1)

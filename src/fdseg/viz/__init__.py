@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from fdseg.viz.comparison import plot_method_comparison, plot_metric_vs_value
 from fdseg.viz.curves import plot_layer_curves, plot_training_curves
-from fdseg.viz.per_sample import plot_dice_histograms, plot_dice_vs_fd, plot_paired_arrows
+from fdseg.viz.per_sample import (
+    plot_dice_histograms,
+    plot_dice_vs_fd,
+    plot_image_panels,
+    plot_paired_arrows,
+)
 from fdseg.viz.qualitative import (
     activation_map,
     error_masks,
@@ -23,6 +28,7 @@ __all__ = [
     "plot_dice_histograms",
     "plot_dice_vs_fd",
     "plot_heatmaps",
+    "plot_image_panels",
     "plot_layer_curves",
     "plot_method_comparison",
     "plot_metric_vs_value",

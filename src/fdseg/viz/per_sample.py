@@ -22,7 +22,7 @@ from fdseg.viz._common import (
     require_columns,
 )
 
-__all__ = ["plot_dice_histograms", "plot_dice_vs_fd", "plot_paired_arrows"]
+__all__ = ["plot_dice_histograms", "plot_dice_vs_fd", "plot_image_panels", "plot_paired_arrows"]
 
 
 def _layer_names(per_sample: pd.DataFrame, layers: Sequence[str] | None, prefix: str) -> list[str]:
@@ -260,3 +260,59 @@ def plot_paired_arrows(
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return figure_of(ax)
+
+
+def plot_image_panels(
+    images: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    predictions: Sequence[Sequence[np.ndarray]],
+    *,
+    ids: Sequence[str],
+    labels: Sequence[str],
+    scores: Sequence[Sequence[float]] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Image, ground truth and each model's prediction, one row per image (e.g. the worst-off images).
+
+    Args:
+        images: per row an (H, W, C) uint8 or (H, W) image.
+        truths: per row an (H, W) bool mask.
+        predictions: per model (column) a list of (H, W) bool masks, one per row.
+        ids: image ids (row labels).
+        labels: model names (column titles), one per entry of ``predictions``.
+        scores: per model a list of per-row scores (e.g. Dice) shown in the panel titles.
+        title: figure title.
+
+    Returns:
+        The Figure: ``len(ids)`` rows × (2 + number of models) columns, axes off.
+
+    Raises:
+        ValueError: lengths that do not match, or no row.
+    """
+    n = len(ids)
+    if n == 0:
+        raise ValueError("plot_image_panels needs at least one image")
+    if len(images) != n or len(truths) != n or any(len(p) != n for p in predictions):
+        raise ValueError("images, truths and every prediction list need one entry per id")
+    if len(labels) != len(predictions):
+        raise ValueError(f"{len(labels)} labels for {len(predictions)} prediction columns")
+    cols = 2 + len(predictions)
+    fig = Figure(figsize=(2.2 * cols, 2.2 * n + (0.4 if title else 0.0)), layout="constrained")
+    axes = fig.subplots(n, cols, squeeze=False)
+    for r in range(n):
+        image = np.asarray(images[r])
+        panels: list[tuple[np.ndarray, str, str | None]] = [
+            (image, f"{plain(ids[r])}", None),
+            (np.asarray(truths[r], dtype=bool), "ground truth", "gray"),
+        ]
+        for c, label in enumerate(labels):
+            score = f" ({scores[c][r]:.3f})" if scores is not None else ""
+            panels.append((np.asarray(predictions[c][r], dtype=bool), f"{plain(label)}{score}", "gray"))
+        for c, (data, name, cmap) in enumerate(panels):
+            ax = axes[r][c]
+            ax.imshow(data, cmap=cmap, interpolation="nearest")
+            ax.set_title(name, fontsize=7)
+            ax.set_axis_off()
+    if title:
+        fig.suptitle(plain(title), fontsize=9)
+    return fig
