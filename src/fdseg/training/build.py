@@ -27,13 +27,22 @@ from fdseg.training.task import SegmentationTask
 
 
 def build_model(cfg: ExperimentConfig) -> nn.Module:
-    """The network of ``cfg.model`` (random initialisation; seed the global RNG first)."""
-    return create_model(
-        cfg.model.name,
-        in_channels=cfg.model.in_channels,
-        out_channels=cfg.model.out_channels,
-        **cfg.model.kwargs,
-    )
+    """The network of ``cfg.model`` (random initialisation; seed the global RNG first).
+
+    Raises:
+        ValueError: ``model.kwargs`` holds an argument the model does not take (the message names it).
+    """
+    try:
+        return create_model(
+            cfg.model.name,
+            in_channels=cfg.model.in_channels,
+            out_channels=cfg.model.out_channels,
+            **cfg.model.kwargs,
+        )
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise ValueError(f"model.kwargs of model {cfg.model.name!r}: {exc}") from None
 
 
 def tap_layers(cfg: ExperimentConfig, model: nn.Module) -> list[str]:
