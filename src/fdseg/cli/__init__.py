@@ -77,7 +77,10 @@ def train(
     overrides: Annotated[
         list[str] | None, typer.Option("--set", "-s", help="Override a config value: section.key=value.")
     ] = None,
-    device: DeviceOpt = "auto",
+    device: Annotated[
+        str | None,
+        typer.Option("--device", help="auto (CUDA when present), cpu or gpu. Default: train.accelerator."),
+    ] = None,
     no_eval: Annotated[bool, typer.Option("--no-eval", help="Skip the test-split evaluation.")] = False,
 ) -> None:
     """Train one run (two phases, resumable), evaluate it on the test split, print where it is."""
@@ -86,7 +89,7 @@ def train(
     from fdseg.training.run import is_global_zero, train_run
 
     cfg = ExperimentConfig.from_yaml(config).with_overrides(overrides or [])
-    runtime = _runtime(device)
+    runtime = _runtime(device or cfg.train.accelerator)
     _seed(cfg.train.seed)
     start = time.perf_counter()
     try:

@@ -38,6 +38,7 @@ PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true")
 SPLIT_SCHEMES = ("code", "paper")
 DETERMINISTIC = ("warn", "true", "false")
 PREPROCESS = ("resize", "tile")
+ACCELERATORS = ("auto", "cpu", "gpu")
 HEADS = ("binary", "binary_per_class", "softmax")
 
 C = TypeVar("C")
@@ -317,7 +318,8 @@ class TrainConfig:
         num_workers: DataLoader workers.
         seed: seed of initialisation, batch order and augmentation.
         deterministic: ``warn`` (deterministic algorithms where they exist), ``true`` or ``false``.
-        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
+        accelerator: where ``fdseg train`` runs: ``auto`` (CUDA when present), ``cpu`` or ``gpu``; the CLI's
+            ``--device`` overrides it.
         devices: Lightning devices (``auto``, a count, or a list as a string).
         strategy: Lightning strategy (``auto``, ``ddp``, …).
         progress_bar: show Lightning's progress bar.
@@ -343,6 +345,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_option("train.precision", self.precision, PRECISIONS)
         check_option("train.deterministic", self.deterministic, DETERMINISTIC)
+        check_option("train.accelerator", self.accelerator, ACCELERATORS)
         if self.epochs_phase1 < 1:
             raise ValueError(f"train.epochs_phase1 must be >= 1, got {self.epochs_phase1}")
         if self.epochs_phase2 < 0:
