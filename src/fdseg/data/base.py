@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
@@ -118,11 +118,7 @@ class RawDataset(ABC):
 
     def official_split(self) -> dict[str, list[str]] | None:
         """Ids per official split, or ``None`` when the dataset has no official split."""
-        splits: dict[str, list[str]] = {}
-        for r in self.records:
-            if r.split is not None:
-                splits.setdefault(r.split, []).append(r.id)
-        return splits or None
+        return official_split_ids((r.id, r.split) for r in self.records)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -167,8 +163,25 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
 
 # -- shared decoding helpers ------------------------------------------------------------------------------
 
-#: Image file extensions the generic loaders accept (lower case, with the dot).
+#: Image file extensions every loader accepts (lower case, with the dot).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def official_split_ids(items: Iterable[tuple[str, str | None]]) -> dict[str, list[str]] | None:
+    """The official split from ``(id, split)`` pairs: split name -> ids in the given order.
+
+    Args:
+        items: ``(item id, official split name or None)`` per image (or tile), in dataset order.
+
+    Returns:
+        ``{"train": [...], "test": [...], ...}`` with the names as they occur, or ``None`` when no item has an
+        official split.
+    """
+    splits: dict[str, list[str]] = {}
+    for item_id, split in items:
+        if split is not None:
+            splits.setdefault(split, []).append(item_id)
+    return splits or None
 
 
 def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:

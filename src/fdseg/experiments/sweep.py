@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from fdseg._io import atomic_write_text
 from fdseg.experiments.executors import (
     InlineExecutor,
     LocalExecutor,
@@ -33,7 +34,6 @@ from fdseg.experiments.executors import (
     Submission,
 )
 from fdseg.training.config import ExperimentConfig
-from fdseg.training.history import atomic_write_text
 from fdseg.training.run import RUNTIME_KEYS
 
 __all__ = [

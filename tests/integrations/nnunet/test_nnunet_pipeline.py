@@ -14,6 +14,7 @@ from conftest import Planned, needs_nnunet, run_cli
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # three nnU-Net processes; minutes on a busy 2-core machine
 @needs_nnunet
 def test_train_fd_two_epochs_predict_collect_and_resume(
     planned: Planned, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
