@@ -35,8 +35,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fdseg.data.base import RawDataset, open_dataset
+from fdseg.data.base import RawDataset
 from fdseg.data.cache import CachedDataset
+from fdseg.data.open import open_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

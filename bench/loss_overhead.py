@@ -9,12 +9,14 @@ Rows (same process, same random batch, same architecture, interleaved rounds, me
 * ``fdseg + L_fd``: plus ``FeatureTap`` on the 9 canonical taps and ``FeatureDiscrepancyLoss`` (λ = 0.001).
 * ``fdseg + L_fd + exch``: ``ExchangeableFeatureDiscrepancyLoss`` instead (shift pairing).
 
-A second table times the loss alone (forward + backward on fixed features): fdseg's fused per-layer reduction
-against the naive loop. On CUDA the step uses bf16 autocast, channels-last and fused AdamW; on CPU float32.
-Prints two tables and writes ``bench/results/loss_overhead.json``.
+A second table times the loss alone (forward + backward on fixed features): fdseg's one-pass per-layer
+reduction against the naive loop, on float32 NCHW features and, on CUDA, also on bf16 channels-last features
+(what the autocast training step produces). On CUDA the train step uses bf16 autocast, channels-last and fused
+AdamW; on CPU float32. Prints two tables (``--loss-only``: the second) and writes
+``bench/results/loss_overhead.json``.
 
 Usage: ``python bench/loss_overhead.py [--size 128] [--batch 4] [--width 16] [--steps 4] [--rounds 3]
-[--threads N]``
+[--threads N] [--loss-only]``
 """
 
 from __future__ import annotations
@@ -195,49 +197,61 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def _loss_variants(device: torch.device) -> list[tuple[str, torch.dtype, torch.memory_format]]:
+    """Feature dtypes and layouts of the loss-alone table: float32 NCHW; on CUDA also bf16 channels-last."""
+    variants = [("float32, NCHW", torch.float32, torch.contiguous_format)]
+    if device.type == "cuda":
+        variants.append(("bf16, channels-last", torch.bfloat16, torch.channels_last))
+    return variants
+
+
 def loss_only(args: argparse.Namespace, device: torch.device, mask: Tensor) -> list[dict[str, Any]]:
-    """Forward + backward of the loss alone on the 9 feature maps of the fdseg U-Net."""
-    cuda = device.type == "cuda"
+    """Forward + backward of the loss alone on the 9 feature maps of the fdseg U-Net, per dtype and layout."""
     model = create_model("unet", in_channels=3, out_channels=1, base_width=args.width).to(device)
     image = torch.rand(args.batch, 3, args.size, args.size, device=device)
-    with torch.no_grad(), FeatureTap(model, model.feature_layers) as feats, _autocast(cuda):
+    with torch.no_grad(), FeatureTap(model, model.feature_layers) as feats:
         model(image)
-        fixed = {k: v.detach().clone() for k, v in feats.items()}
-    if cuda:
-        fixed = {k: v.contiguous(memory_format=torch.channels_last) for k, v in fixed.items()}
+        base_feats = {k: v.detach().float().clone() for k, v in feats.items()}
     fdseg_loss = FeatureDiscrepancyLoss(LAYERS, layer_weights=dict.fromkeys(LAYERS, LAMBDA))
     exch_loss = ExchangeableFeatureDiscrepancyLoss(LAYERS, layer_weights=dict.fromkeys(LAYERS, LAMBDA))
-
-    def run(kind: str) -> None:
-        leaves = {k: v.requires_grad_(True) for k, v in fixed.items()}
-        if kind == "naive":
-            value = naive_fd([leaves[k] for k in LAYERS], mask)
-        elif kind == "fdseg":
-            value = fdseg_loss(leaves, mask).total
-        else:
-            value = exch_loss(leaves, mask).total
-        value.backward()
-        for v in leaves.values():
-            v.grad = None
-
-    kinds = ["naive", "fdseg", "exch"]
-    times: dict[str, list[float]] = {k: [] for k in kinds}
-    for kind in kinds:
-        run(kind)
-    for _ in range(args.rounds):
-        for kind in kinds:
-            times[kind] += [_timed(lambda kind=kind: run(kind), device) for _ in range(args.steps)]
-    base = statistics.median(times["naive"])
     labels = {"naive": "naive L_fd (plain PyTorch)", "fdseg": "fdseg L_fd", "exch": "fdseg L_fd + exch"}
-    return [
-        {
-            "loss": labels[k],
-            "ms": 1e3 * statistics.median(times[k]),
-            "min_ms": 1e3 * min(times[k]),
-            "ratio_vs_naive": statistics.median(times[k]) / base,
-        }
-        for k in kinds
-    ]
+    rows: list[dict[str, Any]] = []
+    for variant, dtype, fmt in _loss_variants(device):
+        fixed = {k: v.to(dtype).contiguous(memory_format=fmt) for k, v in base_feats.items()}
+
+        def run(kind: str, fixed: dict[str, Tensor] = fixed) -> None:
+            leaves = {k: v.requires_grad_(True) for k, v in fixed.items()}
+            if kind == "naive":
+                value = naive_fd([leaves[k] for k in LAYERS], mask)
+            elif kind == "fdseg":
+                value = fdseg_loss(leaves, mask).total
+            else:
+                value = exch_loss(leaves, mask).total
+            value.backward()
+            for v in leaves.values():
+                v.grad = None
+
+        kinds = ["naive", "fdseg", "exch"]
+        times: dict[str, list[float]] = {k: [] for k in kinds}
+        for kind in kinds:
+            run(kind)
+        for _ in range(args.rounds):  # interleaved, so that a busy machine affects every row alike
+            for kind in kinds:
+                times[kind] += [_timed(lambda kind=kind: run(kind), device) for _ in range(args.steps)]
+        base = statistics.median(times["naive"])
+        min_base = min(times["naive"])
+        rows += [
+            {
+                "features": variant,
+                "loss": labels[k],
+                "ms": 1e3 * statistics.median(times[k]),
+                "min_ms": 1e3 * min(times[k]),
+                "ratio_vs_naive": statistics.median(times[k]) / base,
+                "min_ratio_vs_naive": min(times[k]) / min_base,
+            }
+            for k in kinds
+        ]
+    return rows
 
 
 def _params(model: nn.Module) -> int:
@@ -263,6 +277,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the configurations")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave the default)")
+    parser.add_argument("--loss-only", action="store_true", help="only the loss-alone table")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "loss_overhead.json")
     args = parser.parse_args()
     if args.threads:
@@ -276,27 +291,29 @@ def main() -> None:
     counts = {s.name: _params(s.model) for s in setups}
     if len(set(counts.values())) != 1:
         raise SystemExit(f"the plain and fdseg U-Nets differ in size: {counts}")
+    timed = [] if args.loss_only else setups
     with _closing(setups):
-        for s in setups:
+        for s in timed:
             for _ in range(args.warmup):
                 s.step()
-        for _ in range(args.rounds):  # interleaved, so that a busy machine affects every row alike
-            for s in setups:
+        for _ in range(args.rounds if timed else 0):  # interleaved: a busy machine affects every row alike
+            for s in timed:
                 s.times += [_timed(s.step, device) for _ in range(args.steps)]
-    base = statistics.median(setups[0].times)
-    fdseg_base = statistics.median(setups[2].times)
-    rows = [
-        {
-            "config": s.name,
-            "ms": 1e3 * statistics.median(s.times),
-            "min_ms": 1e3 * min(s.times),
-            "img_per_s": args.batch / statistics.median(s.times),
-            "ratio_vs_plain": statistics.median(s.times) / base,
-            "ratio_vs_fdseg_no_fd": statistics.median(s.times) / fdseg_base,
-            "min_ratio_vs_plain": min(s.times) / min(setups[0].times),
-        }
-        for s in setups
-    ]
+    rows = []
+    if timed:
+        base, fdseg_base = statistics.median(setups[0].times), statistics.median(setups[2].times)
+        rows = [
+            {
+                "config": s.name,
+                "ms": 1e3 * statistics.median(s.times),
+                "min_ms": 1e3 * min(s.times),
+                "img_per_s": args.batch / statistics.median(s.times),
+                "ratio_vs_plain": statistics.median(s.times) / base,
+                "ratio_vs_fdseg_no_fd": statistics.median(s.times) / fdseg_base,
+                "min_ratio_vs_plain": min(s.times) / min(setups[0].times),
+            }
+            for s in setups
+        ]
     loss_rows = loss_only(args, device, mask)
 
     device_name = (
@@ -304,24 +321,29 @@ def main() -> None:
     )
     precision = "bf16 autocast, channels-last" if device.type == "cuda" else "float32"
     print(
-        f"train step: U-Net width {args.width} ({next(iter(counts.values())) / 1e6:.2f} M params), "
-        f"{args.size}², "
+        f"U-Net width {args.width} ({next(iter(counts.values())) / 1e6:.2f} M params), {args.size}², "
         f"batch {args.batch}, {device.type} ({device_name}, {torch.get_num_threads()} threads), {precision}, "
         f"median of {args.rounds}x{args.steps} steps"
     )
-    print(
-        f"{'config':<22} {'step ms':>9} {'min ms':>8} {'img/s':>8} {'vs plain':>9} {'vs fdseg':>9} "
-        f"{'min vs plain':>13}"
-    )
-    for r in rows:
+    if rows:
+        print("\ntrain step")
         print(
-            f"{r['config']:<22} {r['ms']:>9.1f} {r['min_ms']:>8.1f} {r['img_per_s']:>8.1f} "
-            f"{r['ratio_vs_plain']:>9.3f} {r['ratio_vs_fdseg_no_fd']:>9.3f} {r['min_ratio_vs_plain']:>13.3f}"
+            f"{'config':<22} {'step ms':>9} {'min ms':>8} {'img/s':>8} {'vs plain':>9} {'vs fdseg':>9} "
+            f"{'min vs plain':>13}"
         )
+        for r in rows:
+            print(
+                f"{r['config']:<22} {r['ms']:>9.1f} {r['min_ms']:>8.1f} {r['img_per_s']:>8.1f} "
+                f"{r['ratio_vs_plain']:>9.3f} {r['ratio_vs_fdseg_no_fd']:>9.3f} "
+                f"{r['min_ratio_vs_plain']:>13.3f}"
+            )
     print("\nloss alone (forward + backward on the 9 fixed feature maps)")
-    print(f"{'loss':<28} {'ms':>8} {'min ms':>8} {'vs naive':>9}")
+    print(f"{'features':<20} {'loss':<28} {'ms':>8} {'min ms':>8} {'vs naive':>9} {'min vs naive':>13}")
     for r in loss_rows:
-        print(f"{r['loss']:<28} {r['ms']:>8.2f} {r['min_ms']:>8.2f} {r['ratio_vs_naive']:>9.3f}")
+        print(
+            f"{r['features']:<20} {r['loss']:<28} {r['ms']:>8.2f} {r['min_ms']:>8.2f} "
+            f"{r['ratio_vs_naive']:>9.3f} {r['min_ratio_vs_naive']:>13.3f}"
+        )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {

@@ -61,6 +61,43 @@ def check_shape(x: torch.Tensor, dims: str, *, name: str) -> None:
             )
 
 
+def check_int(name: str, value: int, *, minimum: int = 1) -> int:
+    """Return ``value`` if it is an ``int`` (not a ``bool``) >= ``minimum`` (default 1: a positive int).
+
+    Raises:
+        TypeError: not an int, e.g. ``2.0`` or ``True``; the message names ``name`` and the bound.
+        ValueError: an int below ``minimum``, e.g. ``"base_width must be an int >= 1, got 0"``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_layer_names(layers: Sequence[str]) -> tuple[str, ...]:
+    """Return ``layers`` as a tuple of distinct tap names (at least one), e.g. ``("enc1", "bottleneck")``.
+
+    Raises:
+        TypeError: a bare string (``"enc1"`` instead of ``["enc1"]``) or a name that is not a ``str``.
+        ValueError: no name, or a name listed twice (the message lists the duplicates).
+    """
+    if isinstance(layers, str):
+        raise TypeError(
+            f"layers must be a sequence of tap names, got the string {layers!r}; use [{layers!r}]"
+        )
+    names = tuple(layers)
+    if not names:
+        raise ValueError("layers must name at least one tapped layer, e.g. ['enc1', 'bottleneck']")
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"layers: expected str tap names, got {name!r}")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"layers: duplicate names {duplicates} in {list(names)}")
+    return names
+
+
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
     """Raise ``ValueError`` unless ``value`` > 0 (or >= 0 with ``allow_zero``)."""
     if value < 0 or (value == 0 and not allow_zero):

@@ -13,10 +13,10 @@ from fixtures import save
 from PIL import Image, ImageOps
 from skimage.draw import disk
 
-from fdseg.data.base import open_dataset
 from fdseg.data.errors import DatasetError
 from fdseg.data.formats._decode import orient
 from fdseg.data.formats._io import read_image, read_mask
+from fdseg.data.open import open_dataset
 
 H, W = 4, 6
 GREY = (np.arange(H * W, dtype=np.uint8).reshape(H, W) * 10).astype(np.uint8)  # 0..230

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from fixtures import make_ad_tau
 
-from fdseg.data.base import open_dataset
 from fdseg.data.errors import DatasetNotFoundError, SplitError
+from fdseg.data.open import open_dataset
 from fdseg.data.splits import make_split
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from fixtures import make_busi, save
 
-from fdseg.data.base import open_dataset
 from fdseg.data.errors import DatasetError
+from fdseg.data.open import open_dataset
 
 
 def test_every_quirk(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from fixtures import make_consep, write_mat
 
-from fdseg.data.base import open_dataset
 from fdseg.data.errors import DatasetError
 from fdseg.data.formats.consep import MERGE_7_TO_4
+from fdseg.data.open import open_dataset
 
 
 @pytest.mark.parametrize("version", ["v5", "v7.3"])

@@ -10,10 +10,10 @@ import pytest
 from fixtures import MONUSEG_REGIONS, SHARED_DATA, make_monuseg, make_monuseg_kaggle, save
 from skimage.draw import polygon as sk_polygon
 
-from fdseg.data.base import open_dataset
 from fdseg.data.check import check_dataset
 from fdseg.data.errors import DatasetError
 from fdseg.data.formats.monuseg import rasterize_polygons, read_polygons
+from fdseg.data.open import open_dataset
 
 REAL = SHARED_DATA / "monuseg"
 needs_real = pytest.mark.skipif(

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from fixtures import SHARED_DATA, make_tnbc, make_tnbc_kaggle
 
-from fdseg.data.base import open_dataset
 from fdseg.data.errors import DatasetError, DatasetNotFoundError
+from fdseg.data.open import open_dataset
 
 REAL = SHARED_DATA / "tnbc"
 

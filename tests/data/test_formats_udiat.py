@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from fixtures import make_udiat, save
 
-from fdseg.data.base import open_dataset
 from fdseg.data.errors import DatasetError
+from fdseg.data.open import open_dataset
 
 
 def test_ids_from_listing_and_masks(tmp_path: Path) -> None:

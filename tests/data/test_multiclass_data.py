@@ -9,10 +9,10 @@ import pytest
 from scipy import ndimage
 from tests.data.fixtures import make_consep
 
-from fdseg.data.base import open_dataset
 from fdseg.data.cache import CachedDataset
 from fdseg.data.check import check_dataset
 from fdseg.data.errors import DatasetError
+from fdseg.data.open import open_dataset
 from fdseg.data.synthetic import MULTICLASS_NAMES, generate, generate_class_map
 from fdseg.data.torch_dataset import SegmentationDataset
 

@@ -12,7 +12,6 @@ from fdseg.data import (
     addition_schedule,
     collate,
     generate,
-    pool_with_novel,
     select_subset,
 )
 
@@ -36,10 +35,17 @@ def test_segmentation_dataset_sample_contract() -> None:
         SegmentationDataset.from_ids(base, ["img9"])
 
 
+def _pool(base: SegmentationDataset, novel: SegmentationDataset, k: int) -> PooledDataset:
+    """The base set plus the first ``k`` novel images, as the trainer pools them."""
+    position = {item: i for i, item in enumerate(novel.ids)}
+    chosen = select_subset(novel.ids, k)
+    return PooledDataset([base, novel.subset([position[i] for i in chosen])], names=("base", "novel"))
+
+
 def test_pool_keeps_sources_and_unique_ids_through_a_dataloader() -> None:
     base = SegmentationDataset(_site("base", 4, 0))
     novel = SegmentationDataset(_site("dil2", 6, 1))
-    pooled = pool_with_novel(base, novel, k=3)
+    pooled = _pool(base, novel, 3)
     assert len(pooled) == 7 and pooled.counts() == {"base": 4, "novel": 3}
     assert pooled.ids[3:5] == ["base/img3", "novel/img0"]
     assert len(set(pooled.ids)) == len(pooled)
@@ -79,8 +85,7 @@ def test_addition_schedule_and_fraction_pooling() -> None:
     assert addition_schedule(163, [1 / 16, 1 / 8, 3 / 16, 1 / 4]) == [10, 20, 31, 41]
     base = SegmentationDataset(_site("base", 2, 0))
     novel = SegmentationDataset(_site("dil2", 8, 1))
-    assert [len(pool_with_novel(base, novel, fraction=f)) for f in (0, 0.25, 0.5, 1)] == [2, 4, 6, 10]
-    with pytest.raises(ValueError, match="exactly one of k and fraction"):
-        pool_with_novel(base, novel)
+    counts = addition_schedule(len(novel))
+    assert [len(_pool(base, novel, k)) for k in counts] == [2, 4, 6, 10]
     with pytest.raises(ValueError, match="distinct strings"):
         PooledDataset([base, novel], names=["a", "a"])

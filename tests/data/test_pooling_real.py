@@ -12,7 +12,7 @@ import torch
 from fixtures import SHARED_DATA
 from torch.utils.data import DataLoader
 
-from fdseg.data import SegmentationDataset, collate, open_dataset, pool_with_novel
+from fdseg.data import PooledDataset, SegmentationDataset, collate, open_dataset, select_subset
 from fdseg.data.base import natural_key
 from fdseg.data.cache import CachedDataset
 
@@ -49,7 +49,9 @@ def test_pooled_sources_ids_and_first_k(sites: tuple[CachedDataset, CachedDatase
     base_cache, novel_cache = sites
     base = SegmentationDataset(base_cache, source=0)
     novel = SegmentationDataset(novel_cache, source=1)
-    pooled = pool_with_novel(base, novel, k=k)
+    position = {item: i for i, item in enumerate(novel.ids)}
+    chosen = [position[i] for i in select_subset(novel.ids, k)]
+    pooled = PooledDataset([base, novel.subset(chosen)], names=("base", "novel"))
     assert pooled.counts() == {"base": 50, "novel": k}
     ids = pooled.ids
     assert len(set(ids)) == len(ids) == 50 + k

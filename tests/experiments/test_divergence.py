@@ -23,7 +23,7 @@ from fdseg.analysis.divergence import (
     to_grey,
 )
 from fdseg.cli import main
-from fdseg.data.base import open_dataset
+from fdseg.data.open import open_dataset
 from fdseg.experiments.divergence import SubsetRule, divergence_study
 
 REPO = Path(__file__).resolve().parents[2]

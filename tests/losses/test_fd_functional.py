@@ -269,6 +269,68 @@ def test_memory_format_and_bf16_autocast() -> None:
     assert float(low.value) == pytest.approx(float(ref.value), rel=2e-2)
 
 
+def _two_pass_prototypes(features: torch.Tensor, mask_l: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The former reduction: one masked sum per region, each over the whole map, in float32."""
+    f = features.float()
+    a_fg, a_bg = mask_l.sum((2, 3)), (1 - mask_l).sum((2, 3))
+    mu_fg = (f * mask_l).sum((2, 3)) / a_fg.clamp_min(1)
+    mu_bg = (f * (1 - mask_l)).sum((2, 3)) / a_bg.clamp_min(1)
+    return mu_fg, mu_bg
+
+
+@pytest.mark.parametrize("region", ["one_bg_cell", "one_fg_cell", "half"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_one_pass_sums_match_two_pass_on_large_offsets(region: str, layout: str) -> None:
+    """Features of mean 3000 with gaps of 1e-2: total minus foreground must not cancel away the gap."""
+    gen = torch.Generator().manual_seed(11)
+    size = 64
+    mask = torch.zeros(2, 1, size, size)
+    if region == "one_bg_cell":
+        mask[:] = 1.0
+        mask[:, :, 5, 7] = 0.0
+    elif region == "one_fg_cell":
+        mask[:, :, 5, 7] = 1.0
+    else:
+        mask[:, :, : size // 2] = 1.0
+    truth64 = 3000.0 + 1e-3 * torch.randn(2, 4, size, size, generator=gen, dtype=torch.float64)
+    truth64 = truth64 + 1e-2 * mask.double()  # the foreground sits 1e-2 above the background
+    features = truth64.float()
+    exact = region_prototypes(features.double(), mask.double())  # float64 sums of the same float32 values
+    if layout == "channels_last":
+        features = features.contiguous(memory_format=torch.channels_last)
+    protos = region_prototypes(features, mask)
+    old_fg, old_bg = _two_pass_prototypes(features, mask)
+    ulp = 3000.0 * 2.0**-23  # one float32 ulp of the features' magnitude
+    for new, old, ref in ((protos.mu_fg, old_fg, exact.mu_fg), (protos.mu_bg, old_bg, exact.mu_bg)):
+        err_new = float((new.double() - ref).abs().max())
+        err_old = float((old.double() - ref).abs().max())
+        # as accurate as the two-pass sums (a blocked float32 accumulation without centring is ~16 ulp off)
+        assert err_new <= max(err_old, 2 * ulp), (err_new / ulp, err_old / ulp)
+        assert torch.allclose(new, old, rtol=0, atol=4 * ulp)
+    gap = (protos.mu_fg - protos.mu_bg).double()  # 1e-2, i.e. about 30 ulp of the features
+    assert torch.allclose(gap, exact.mu_fg - exact.mu_bg, rtol=0, atol=4 * ulp)
+    term, ref = fd_term(features, mask), fd_term(features.double(), mask.double())
+    assert float(term.value) == pytest.approx(float(ref.value), abs=0.1)  # -log(gap²): 0.1 ~ 5% of the gap
+
+
+def test_bf16_features_are_summed_in_float32() -> None:
+    """bf16 inputs whose bf16 sums would round badly: the reduction must promote to float32 first."""
+    gen = torch.Generator().manual_seed(12)
+    values = 256.0 + 2.0 * torch.randint(0, 4, (2, 3, 32, 32), generator=gen)  # exact in bf16
+    mask = (torch.rand(2, 1, 32, 32, generator=gen) > 0.1).float()  # a large foreground, a small background
+    exact = region_prototypes(values.double(), mask.double())
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        low = values.bfloat16().contiguous(memory_format=fmt)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            protos = region_prototypes(low, mask)
+            term = fd_term(low, mask)
+        assert protos.mu_fg.dtype == torch.float32
+        assert torch.allclose(protos.mu_fg.double(), exact.mu_fg, rtol=1e-6, atol=0)
+        assert torch.allclose(protos.mu_bg.double(), exact.mu_bg, rtol=1e-6, atol=0)
+        ref = fd_term(values.double(), mask.double())
+        assert float(term.value) == pytest.approx(float(ref.value), rel=1e-4)
+
+
 # -------------------------------------------------------------------------------------- gradients, NaN
 
 

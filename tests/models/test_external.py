@@ -148,7 +148,7 @@ def test_factory_options_are_checked() -> None:
         create_model("monai_flexible_unet", backbone="resnet10", decoder_channels=(8, 8))
     with pytest.raises(ValueError, match="feature_size must be a multiple of 12, got 16"):
         create_model("swin_unetr", feature_size=16)
-    with pytest.raises(ValueError, match="base_width must be a positive int"):
+    with pytest.raises(ValueError, match="base_width must be an int >= 1"):
         create_model("monai_basic_unet", base_width=0)
     with pytest.raises(ValueError, match="differ from feature_layers"):
         ExternalSegmenter(

@@ -402,8 +402,8 @@ def test_attention_unet_takes_multiples_of_eight() -> None:
         ("attention_unet", {"enc_tap": "pooled"}, r"unknown enc_tap.*\['pooled_upsampled', 'pre_pool'\]"),
         ("cmunet", {"variant": "paper"}, r"unknown variant 'paper'.*\['original', 'released'\]"),
         ("cmunet", {"mixer_kernel": 4}, r"mixer_kernel must be odd"),
-        ("nucleisegnet", {"base_width": 1}, r"base_width must be >= 2"),
-        ("attention_unet", {"out_channels": 0}, r"out_channels must be >= 1"),
+        ("nucleisegnet", {"base_width": 1}, r"base_width must be an int >= 2"),
+        ("attention_unet", {"out_channels": 0}, r"out_channels must be an int >= 1"),
     ],
 )
 def test_bad_options(name: str, kwargs: dict[str, object], message: str) -> None:
@@ -412,7 +412,7 @@ def test_bad_options(name: str, kwargs: dict[str, object], message: str) -> None
 
 
 def test_non_int_width_is_a_type_error() -> None:
-    with pytest.raises(TypeError, match="base_width must be an int"):
+    with pytest.raises(TypeError, match="base_width must be an int >= 2"):
         NucleiSegNet(base_width=8.0)  # type: ignore[arg-type]
 
 

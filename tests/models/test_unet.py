@@ -84,7 +84,7 @@ def test_bad_options_list_the_choices() -> None:
         UNet(up="bilinaer")
     with pytest.raises(ValueError, match=r"unknown norm 'layer'.*'batch', 'group', 'instance', 'none'"):
         UNet(norm="layer")
-    with pytest.raises(ValueError, match="base_width must be a positive int"):
+    with pytest.raises(ValueError, match="base_width must be an int >= 1"):
         UNet(base_width=0)
     with pytest.raises(KeyError, match="did you mean 'unet'"):
         create_model("unte")
@@ -159,7 +159,7 @@ def test_transunet_attention_mixes_tokens() -> None:
 def test_transunet_bad_options() -> None:
     with pytest.raises(ValueError, match=r"embed_dim \(10\) must be a positive multiple of heads \(4\)"):
         TransUNet(embed_dim=10, heads=4)
-    with pytest.raises(ValueError, match="heads must be a positive int"):
+    with pytest.raises(ValueError, match="heads must be an int >= 1"):
         TransUNet(heads=0)
     with pytest.raises(ValueError, match=r"divisible by 16, got \(40, 32\)\. Consider padding to \(48, 32\)"):
         TransUNet(base_width=2, depth=1, heads=2)(torch.rand(1, 3, 40, 32))

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from fdseg.cli import main
-from fdseg.data.base import open_dataset
+from fdseg.data.open import open_dataset
 from fdseg.training.build import build_model
 from fdseg.training.config import ExperimentConfig
 from fdseg.training.evaluate import evaluate_run

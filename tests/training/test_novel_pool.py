@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fdseg.data.base import Record, open_dataset
+from fdseg.data.base import Record
 from fdseg.data.errors import SplitError
+from fdseg.data.open import open_dataset
 from fdseg.data.pooling import addition_counts, novel_training_ids
 from fdseg.training.config import ExperimentConfig
 from fdseg.training.data import build_run_data

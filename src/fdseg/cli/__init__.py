@@ -82,6 +82,7 @@ def train(
 ) -> None:
     """Train one run (two phases, resumable), evaluate it on the test split, print where it is."""
     from fdseg.training.config import ExperimentConfig
+    from fdseg.training.progress import outcome_lines
     from fdseg.training.run import is_global_zero, train_run
 
     cfg = ExperimentConfig.from_yaml(config).with_overrides(overrides or [])
@@ -89,16 +90,15 @@ def train(
     _seed(cfg.train.seed)
     start = time.perf_counter()
     try:
-        run_dir = train_run(cfg, out, runtime=runtime, evaluate=not no_eval)
+        run_dir = train_run(cfg, out, runtime=runtime, evaluate=not no_eval, echo=_echo)
     except KeyboardInterrupt as exc:  # typer would turn it into a silent exit 130
         typer.echo(str(exc) or "interrupted", err=True)
         raise typer.Exit(130) from None
     if not is_global_zero():
         return
     _echo(f"run finished in {time.perf_counter() - start:.1f} s: {run_dir}")
-    summary = run_dir / "test" / "summary.json"
-    if summary.is_file():
-        _echo(f"test metrics: {summary}")
+    for line in outcome_lines(run_dir):
+        _echo(line)
 
 
 @app.command()

@@ -104,7 +104,9 @@ def _load_config(config: Path | None, out: Path, overrides: list[str] | None) ->
     from fdseg.experiments.addition import synthetic_config
     from fdseg.training.config import ExperimentConfig
 
-    cfg = ExperimentConfig.from_yaml(config) if config is not None else synthetic_config(out / "data")
+    # the synthetic default's data live beside the shipped configs' (data/synthetic, relative to the working
+    # directory), never inside the study folder, which holds runs only
+    cfg = ExperimentConfig.from_yaml(config) if config is not None else synthetic_config("data/synthetic")
     return cfg.with_overrides(overrides or [])
 
 

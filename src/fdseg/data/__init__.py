@@ -17,14 +17,14 @@ from fdseg.data.base import (
     RawSample,
     Record,
     natural_key,
-    open_dataset,
     parse_spec,
 )
 from fdseg.data.cache import CachedDataset, default_cache_dir, resize_image, resize_mask
 from fdseg.data.errors import DatasetError, DatasetNotFoundError, SplitError
 from fdseg.data.formats._io import read_image, read_mask
 from fdseg.data.noise import PAPER_SIGMAS, GaussianNoise, add_gaussian_noise
-from fdseg.data.pooling import PooledDataset, addition_schedule, pool_with_novel, select_subset
+from fdseg.data.open import open_dataset
+from fdseg.data.pooling import PooledDataset, addition_schedule, select_subset
 from fdseg.data.splits import SourceSplit, check_split, load_splits, make_split, save_splits, split_dataset
 from fdseg.data.synthetic import (
     SiteConfig,
@@ -83,7 +83,6 @@ __all__ = [
     "natural_key",
     "open_dataset",
     "parse_spec",
-    "pool_with_novel",
     "read_image",
     "read_mask",
     "resize_image",

@@ -2,8 +2,8 @@
 
 A *format* (``tnbc``, ``monuseg``, ``folder``, …) scans a dataset in its distributed layout into a list of
 :class:`Record` (one per image, paired by id, never by sorted position) and loads one record at native size
-into a :class:`RawSample`. :func:`open_dataset` turns a spec ``"NAME:PATH[?key=value&…]"`` into a
-:class:`RawDataset`. Resizing, caching, splitting and tensor conversion happen later (``cache.py``,
+into a :class:`RawSample`. :func:`fdseg.data.open.open_dataset` turns a spec ``"NAME:PATH[?key=value&…]"``
+into a :class:`RawDataset`. Resizing, caching, splitting and tensor conversion happen later (``cache.py``,
 ``splits.py``, ``transforms.py``), never in a loader.
 """
 
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TypedDict
 
 import numpy as np
 
@@ -118,11 +118,7 @@ class RawDataset(ABC):
 
     def official_split(self) -> dict[str, list[str]] | None:
         """Ids per official split, or ``None`` when the dataset has no official split."""
-        splits: dict[str, list[str]] = {}
-        for r in self.records:
-            if r.split is not None:
-                splits.setdefault(r.split, []).append(r.id)
-        return splits or None
+        return official_split_ids((r.id, r.split) for r in self.records)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -165,24 +161,27 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     return name, path, options
 
 
-def open_dataset(spec: str, **options: Any) -> RawDataset:
-    """Open a dataset from a spec such as ``"tnbc:/data/TNBC_NucleiSegmentation"``.
-
-    Options may be given in the spec (``?size=256``) or as keyword arguments (converted to strings).
-    Unknown format names raise ``KeyError`` listing the valid ones.
-    """
-    import fdseg.data.formats  # noqa: F401  (registers every loader)
-
-    name, path, spec_options = parse_spec(spec)
-    factory: Callable[..., RawDataset] = FORMATS.get(name)
-    merged = {**spec_options, **{k: str(v) for k, v in options.items()}}
-    return factory(root=path, **merged)
-
-
 # -- shared decoding helpers ------------------------------------------------------------------------------
 
-#: Image file extensions the generic loaders accept (lower case, with the dot).
+#: Image file extensions every loader accepts (lower case, with the dot).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def official_split_ids(items: Iterable[tuple[str, str | None]]) -> dict[str, list[str]] | None:
+    """The official split from ``(id, split)`` pairs: split name -> ids in the given order.
+
+    Args:
+        items: ``(item id, official split name or None)`` per image (or tile), in dataset order.
+
+    Returns:
+        ``{"train": [...], "test": [...], ...}`` with the names as they occur, or ``None`` when no item has an
+        official split.
+    """
+    splits: dict[str, list[str]] = {}
+    for item_id, split in items:
+        if split is not None:
+            splits.setdefault(split, []).append(item_id)
+    return splits or None
 
 
 def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:

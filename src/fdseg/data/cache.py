@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
@@ -38,7 +36,8 @@ import numpy as np
 from PIL import Image
 
 from fdseg._checks import check_option
-from fdseg.data.base import LOADER_VERSION, RawDataset, Record
+from fdseg._io import atomic_write_bytes
+from fdseg.data.base import LOADER_VERSION, RawDataset, Record, official_split_ids
 from fdseg.data.errors import DatasetError
 
 IMAGE_RESIZE_MODES: tuple[str, ...] = ("bilinear", "area", "bicubic", "nearest")
@@ -152,18 +151,6 @@ def _sha1_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def file_digest(path: Path, memo_dir: Path | None) -> str:
     """sha1 of a file's content, memoised in ``memo_dir`` by (absolute path, inode, size, mtime, ctime).
 
@@ -184,7 +171,7 @@ def file_digest(path: Path, memo_dir: Path | None) -> str:
         if len(cached) == 40:
             return cached
     digest = _sha1_file(path)
-    _atomic_write_bytes(memo, digest.encode())
+    atomic_write_bytes(memo, digest.encode())
     return digest
 
 
@@ -330,7 +317,7 @@ class CachedDataset:
         image, mask = self._decode(record)
         buffer = BytesIO()
         np.savez(buffer, image=image, mask=mask)
-        _atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, buffer.getvalue())
         return image, mask
 
     def _index(self) -> list[_Item]:
@@ -370,12 +357,7 @@ class CachedDataset:
 
     def official_split(self) -> dict[str, list[str]] | None:
         """Item ids per official split of the raw dataset (``None`` when it has none)."""
-        splits: dict[str, list[str]] = {}
-        for item in self._items:
-            split = self.raw.records[item.record].split
-            if split is not None:
-                splits.setdefault(split, []).append(item.id)
-        return splits or None
+        return official_split_ids((item.id, self.raw.records[item.record].split) for item in self._items)
 
     def index_of(self, item_id: str) -> int:
         """The position of ``item_id`` (``KeyError`` naming the dataset otherwise)."""

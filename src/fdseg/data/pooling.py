@@ -2,11 +2,11 @@
 
 :class:`PooledDataset` concatenates datasets (a base site and one or more novel sites); every sample keeps
 its ``source`` (0 = the first dataset, 1 = the second, …) and its id is namespaced as ``"<name>/<id>"`` so
-that ids stay unique across sources. :func:`pool_with_novel` adds ``k`` images of a novel dataset to a base
-dataset:
-by default the **first k in natural order of their ids** (what the released README does, ``X_train_dil[:k]``),
-or a seeded random subset. Both selections are nested: the k images for a smaller k are a prefix of those
-for a larger one. :func:`addition_schedule` turns fractions of the novel pool (0, 1/4, 1/2, 1) into counts.
+that ids stay unique across sources. :func:`select_subset` chooses the ``k`` novel images added to a base
+dataset: by default the **first k in natural order of their ids** (what the released README does,
+``X_train_dil[:k]``), or a seeded random subset. Both selections are nested: the k images for a smaller k
+are a prefix of those for a larger one. :func:`addition_schedule` turns fractions of the novel pool
+(0, 1/4, 1/2, 1) into counts.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import torch
 from torch.utils.data import Dataset
 
 from fdseg._checks import check_option
-from fdseg.data.base import natural_key
-from fdseg.data.torch_dataset import Sample, SegmentationDataset
+from fdseg.data.base import natural_key, official_split_ids
+from fdseg.data.torch_dataset import Sample
 
 SELECTIONS: tuple[str, ...] = ("first", "random")
 #: The paper's histopathology ticks: 0, D_novel/4, D_novel/2, D_novel.
@@ -58,13 +58,14 @@ def novel_training_ids(records: Sequence[Any], *, spec: str = "the novel dataset
     Raises:
         ValueError: the dataset has an official split but no training image (naming ``spec`` and its sets).
     """
-    official = sorted({r.split for r in records if r.split is not None})
-    if not official:
+    official = official_split_ids((r.id, r.split) for r in records)
+    if official is None:
         return [r.id for r in records]
-    train = [r.id for r in records if r.split == "train"]
+    train = official.get("train", [])
     if not train:
         raise ValueError(
-            f"{spec} has no training part to add images from (its official split has only {official}); "
+            f"{spec} has no training part to add images from (its official split has only "
+            f"{sorted(official)}); "
             "novel images are never drawn from an official test set"
         )
     return train
@@ -197,37 +198,3 @@ class PooledDataset(Dataset[Sample]):
         per_source = (1.0 / sizes.clamp(min=1)) if balance else torch.ones_like(sizes)
         weights = torch.repeat_interleave(per_source, sizes.long())
         return weights / weights.sum()
-
-
-def pool_with_novel(
-    base: SegmentationDataset,
-    novel: SegmentationDataset,
-    *,
-    k: int | None = None,
-    fraction: float | None = None,
-    selection: str = "first",
-    seed: int = 0,
-    names: Sequence[str] = ("base", "novel"),
-) -> PooledDataset:
-    """The base dataset plus ``k`` (or ``fraction`` of the) novel images.
-
-    Args:
-        base: the base training set (source 0).
-        novel: the novel pool (source 1).
-        k: number of novel images; exclusive with ``fraction``.
-        fraction: fraction of the novel pool, rounded half up (see :func:`addition_schedule`).
-        selection: ``first`` (natural id order, the README's rule) or ``random`` (seeded, nested in k).
-        seed: the seed of the ``random`` selection.
-        names: source names used to namespace ids.
-
-    Raises:
-        ValueError: both or neither of ``k`` and ``fraction``, or ``k`` larger than the pool.
-    """
-    if (k is None) == (fraction is None):
-        raise ValueError("give exactly one of k and fraction")
-    novel_ids = novel.ids
-    if k is None:
-        k = addition_schedule(len(novel_ids), [fraction if fraction is not None else 0.0])[0]
-    chosen = select_subset(novel_ids, k, selection=selection, seed=seed)
-    position = {item: i for i, item in enumerate(novel_ids)}
-    return PooledDataset([base, novel.subset([position[i] for i in chosen])], names=names)

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +37,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fdseg._checks import check_option
+from fdseg._io import atomic_write_text
 from fdseg.data.base import natural_key
 from fdseg.data.errors import SplitError
 
@@ -477,17 +476,7 @@ def save_splits(path: str | Path, splits: Mapping[str, SourceSplit]) -> Path:
     """Write ``{source: split}`` to ``path`` as JSON, atomically (temp file + rename)."""
     path = Path(path)
     payload = {"schema": SPLIT_SCHEMA, "sources": {name: s.to_json() for name, s in splits.items()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
 
 
 def load_splits(path: str | Path) -> dict[str, SourceSplit]:

@@ -35,8 +35,8 @@ from typing import Any
 
 import pandas as pd
 
-from fdseg.data.base import open_dataset
 from fdseg.data.cache import CachedDataset
+from fdseg.data.open import open_dataset
 from fdseg.data.pooling import addition_counts, novel_training_ids
 from fdseg.experiments.divergence import SubsetRule, divergence_study
 from fdseg.experiments.executors import LocalExecutor, RunResult, RunSpec
@@ -72,8 +72,8 @@ def synthetic_config(data_dir: str | Path) -> ExperimentConfig:
         {
             "name": "synthetic data addition",
             "data": {
-                "base": f"synthetic:{root / 'base'}?{common}&site=base&n=100&seed=0",
-                "novel": f"synthetic:{root / 'dil2'}?{common}&site=dil2&n=40&seed=1",
+                "base": f"synthetic:{root / 'addition_base'}?{common}&site=base&n=100&seed=0",
+                "novel": f"synthetic:{root / 'addition_dil2'}?{common}&site=dil2&n=40&seed=1",
                 "image_size": 64,
                 "split_scheme": "paper",
                 "split_seed": 0,

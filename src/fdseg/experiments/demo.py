@@ -25,8 +25,8 @@ from typing import Any
 
 import pandas as pd
 
-from fdseg.data.base import open_dataset
 from fdseg.data.cache import CachedDataset
+from fdseg.data.open import open_dataset
 from fdseg.experiments.executors import LocalExecutor, RunResult, RunSpec
 from fdseg.training.config import ExperimentConfig
 

@@ -24,8 +24,8 @@ from fdseg.analysis.divergence import (
     divergence_row,
     format_divergence_table,
 )
-from fdseg.data.base import open_dataset
 from fdseg.data.cache import CachedDataset
+from fdseg.data.open import open_dataset
 from fdseg.data.pooling import addition_counts, novel_training_ids, select_subset
 from fdseg.data.splits import split_dataset
 

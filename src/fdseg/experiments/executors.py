@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fdseg._io import atomic_write_text
 from fdseg.training.config import ExperimentConfig
-from fdseg.training.history import atomic_write_text
 from fdseg.training.run import check_run_config
 
 

@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from fdseg.data.base import open_dataset
 from fdseg.data.cache import CachedDataset
+from fdseg.data.open import open_dataset
 from fdseg.experiments.executors import LocalExecutor, RunResult, RunSpec
 from fdseg.training.config import ExperimentConfig
 

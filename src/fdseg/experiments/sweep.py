@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from fdseg._io import atomic_write_text
 from fdseg.experiments.executors import (
     InlineExecutor,
     LocalExecutor,
@@ -33,7 +34,6 @@ from fdseg.experiments.executors import (
     Submission,
 )
 from fdseg.training.config import ExperimentConfig
-from fdseg.training.history import atomic_write_text
 from fdseg.training.run import RUNTIME_KEYS
 
 __all__ = [
@@ -429,7 +429,7 @@ def check_folds(cfg: ExperimentConfig, folds: int) -> None:
     Raises:
         ValueError: ``folds`` < 2. SplitError: fewer patient/slide groups than folds.
     """
-    from fdseg.data.base import open_dataset
+    from fdseg.data.open import open_dataset
     from fdseg.data.splits import make_folds
 
     if folds < 2:

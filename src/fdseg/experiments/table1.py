@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fdseg._io import atomic_write_text
 from fdseg.data.base import parse_spec
 from fdseg.experiments.sweep import Arm, SweepRun, expand
 from fdseg.metrics import compare_seeds, worst_best_off
 from fdseg.training.config import ExperimentConfig
-from fdseg.training.history import atomic_write_text
 
 __all__ = [
     "ARMS",

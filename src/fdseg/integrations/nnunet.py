@@ -263,6 +263,12 @@ class nnUNetTrainerFD(nnUNetTrainer):  # type: ignore[misc]
         finally:
             self.fd_features.clear()
 
+    def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+        try:
+            super().perform_actual_validation(save_probabilities)
+        finally:
+            self.fd_features.clear()
+
     def on_train_epoch_end(self, train_outputs: list[dict[str, Any]]) -> None:
         super().on_train_epoch_end(train_outputs)
         keys = [k for k in train_outputs[0] if k.startswith(("fd/", "fd_exch/"))] if train_outputs else []

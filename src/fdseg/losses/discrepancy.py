@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from fdseg._checks import check_keys, check_option, check_shape
+from fdseg._checks import check_keys, check_layer_names, check_option, check_shape
 from fdseg.losses.functional import (
     FdOptions,
     Pairing,
@@ -93,23 +93,6 @@ def resolve_options(preset: str = "paper", **overrides: Any) -> FdOptions:
     return options_from_kwargs({**PRESETS[preset], **overrides})
 
 
-def _check_layers(layers: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(layers, str):
-        raise TypeError(
-            f"layers must be a sequence of tap names, got the string {layers!r}; use [{layers!r}]"
-        )
-    names = tuple(layers)
-    if not names:
-        raise ValueError("layers must name at least one tapped layer, e.g. ['enc1', 'bottleneck']")
-    for name in names:
-        if not isinstance(name, str):
-            raise TypeError(f"layers: expected str tap names, got {name!r}")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"layers: duplicate names {duplicates} in {list(names)}")
-    return names
-
-
 class FeatureDiscrepancyLoss(nn.Module):
     """Layer-wise L_fd: ``total = sum_l w_l * L_fd^l`` (design.md §3, method-spec §A5).
 
@@ -140,7 +123,7 @@ class FeatureDiscrepancyLoss(nn.Module):
         **options: Any,
     ) -> None:
         super().__init__()
-        self.layers = _check_layers(layers)
+        self.layers = check_layer_names(layers)
         self.check_mask = check_mask
         self.preset = preset
         self.options = resolve_options(preset, **options)

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from fdseg._checks import check_shape
+from fdseg._checks import check_int, check_shape
 from fdseg._names import MULTICLASS_HEADS
 from fdseg.losses.discrepancy import (
     ExchangeableFeatureDiscrepancyLoss,
@@ -59,9 +59,7 @@ HEADS: tuple[str, ...] = MULTICLASS_HEADS
 
 
 def _check_num_classes(num_classes: int) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be an int >= 1 (foreground classes), got {num_classes!r}")
-    return num_classes
+    return check_int("num_classes (foreground classes)", num_classes)
 
 
 def class_masks(mask: Tensor, num_classes: int, *, name: str = "mask") -> Tensor:

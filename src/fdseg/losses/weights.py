@@ -29,7 +29,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from fdseg._checks import check_keys, check_option
+from fdseg._checks import check_int, check_keys, check_layer_names, check_option
 from fdseg.registry import Registry
 
 #: Default λ_max per layer (design.md §3).
@@ -74,12 +74,6 @@ def _check_epoch(epoch: int) -> int:
     return epoch
 
 
-def _check_count(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 def _check_float(name: str, value: float, *, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a float, got {value!r}")
@@ -103,22 +97,13 @@ def _per_layer(name: str, value: float | Mapping[str, float], layers: tuple[str,
     return dict.fromkeys(layers, v)
 
 
-def _check_layers(layers: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(layers, str):
-        raise TypeError(f"layers must be a sequence of tap names, got the string {layers!r}")
-    names = tuple(layers)
-    if not names or len(set(names)) != len(names) or not all(isinstance(n, str) for n in names):
-        raise ValueError(f"layers must be distinct tap names, at least one, got {list(names)}")
-    return names
-
-
 class _Strategy:
     """Shared parts: layers, the state-dict name check and a no-op update."""
 
     name = ""
 
     def __init__(self, layers: Sequence[str]) -> None:
-        self.layers = _check_layers(layers)
+        self.layers = check_layer_names(layers)
 
     @property
     def needs_stats(self) -> bool:
@@ -163,7 +148,7 @@ class FixedLambda(_Strategy):
     ) -> None:
         super().__init__(layers)
         self.value = _per_layer("value", value, self.layers)
-        self.warmup_epochs = _check_count("warmup_epochs", warmup_epochs, 0)
+        self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, minimum=0)
 
     def lambdas(self, epoch: int) -> dict[str, float]:
         if _check_epoch(epoch) < self.warmup_epochs:
@@ -204,8 +189,8 @@ class ScheduleLambda(_Strategy):
     ) -> None:
         super().__init__(layers)
         self.lambda_max = _per_layer("lambda_max", lambda_max, self.layers)
-        self.warmup_epochs = _check_count("warmup_epochs", warmup_epochs, 0)
-        self.ramp_epochs = _check_count("ramp_epochs", ramp_epochs, 1)
+        self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, minimum=0)
+        self.ramp_epochs = check_int("ramp_epochs", ramp_epochs, minimum=1)
         self.ramp = check_option("ramp", ramp, ("linear", "geometric"))
         if lambda0 is None:
             self.lambda0 = {k: v / 100.0 for k, v in self.lambda_max.items()}
@@ -266,7 +251,7 @@ class DualLambda(_Strategy):
     ) -> None:
         super().__init__(layers)
         self.lambda_max = _per_layer("lambda_max", lambda_max, self.layers)
-        self.warmup_epochs = _check_count("warmup_epochs", warmup_epochs, 0)
+        self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, minimum=0)
         if eta is None:
             self.eta = {k: 0.05 * v for k, v in self.lambda_max.items()}
         else:

@@ -100,12 +100,3 @@ def keras_bn(
     bn = nn.BatchNorm2d(channels, momentum=1.0 - momentum, eps=eps)
     nn.init.constant_(bn.bias, beta)
     return bn
-
-
-def check_int(name: str, value: int, *, minimum: int) -> int:
-    """Return ``value`` if it is an ``int`` >= ``minimum``; raise ``TypeError``/``ValueError`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value

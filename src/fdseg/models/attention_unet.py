@@ -25,8 +25,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from fdseg._checks import check_option
-from fdseg.models._paper_layers import check_int, keras_bn, keras_conv_
+from fdseg._checks import check_int, check_option
+from fdseg.models._paper_layers import keras_bn, keras_conv_
 from fdseg.models.blocks import check_divisible
 from fdseg.models.factory import MODELS
 from fdseg.models.features import FeatureInfo

@@ -38,7 +38,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from fdseg._checks import check_option
+from fdseg._checks import check_int, check_option
 from fdseg.models.blocks import check_divisible
 from fdseg.models.factory import MODELS
 from fdseg.models.features import FeatureInfo, canonical_name
@@ -305,8 +305,7 @@ def _wrap(net: nn.Module, *, name: str, in_channels: int, divisor: int) -> Exter
 
 def _check_sizes(name: str, **sizes: int) -> None:
     for key, value in sizes.items():
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: {key} must be a positive int, got {value!r}")
+        check_int(f"{name}: {key}", value)
 
 
 @MODELS.register("monai_unet")

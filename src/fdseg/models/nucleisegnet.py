@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fdseg.models._paper_layers import check_int, keras_bn, keras_conv_
+from fdseg._checks import check_int
+from fdseg.models._paper_layers import keras_bn, keras_conv_
 from fdseg.models.blocks import check_divisible
 from fdseg.models.factory import MODELS
 from fdseg.models.features import FeatureInfo

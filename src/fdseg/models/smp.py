@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fdseg._checks import check_option
+from fdseg._checks import check_int, check_option
 from fdseg.models.external import ExternalSegmenter
 from fdseg.models.factory import MODELS
 from fdseg.models.features import FeatureInfo, canonical_name
@@ -127,8 +127,7 @@ def _build(
 ) -> ExternalSegmenter:
     name = f"smp_{arch.lower()}"
     for key, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: {key} must be a positive int, got {value!r}")
+        check_int(f"{name}: {key}", value)
     check_option("encoder_depth", encoder_depth, _DEPTHS)
     channels = tuple(decoder_channels) if decoder_channels is not None else _DECODER_CHANNELS[-encoder_depth:]
     if len(channels) != encoder_depth:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fdseg._checks import check_option
+from fdseg._checks import check_int, check_option
 from fdseg.models.blocks import check_divisible
 from fdseg.models.factory import MODELS
 from fdseg.models.features import FeatureInfo, canonical_name
@@ -283,8 +283,7 @@ class SwinUNet(nn.Module):
             "window_size": window_size,
         }
         for key, value in sizes.items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"SwinUNet: {key} must be a positive int, got {value!r}")
+            check_int(f"SwinUNet: {key}", value)
         check_option("patch_size", patch_size, (2, 4))
         if len(depths) != _STAGES or len(heads) != _STAGES or min(depths) < 1 or min(heads) < 1:
             raise ValueError(

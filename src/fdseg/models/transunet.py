@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from fdseg._checks import check_int
 from fdseg.models.blocks import ConvBlock, DownBlock, UpBlock, check_divisible
 from fdseg.models.factory import MODELS
 from fdseg.models.features import FeatureInfo
@@ -134,8 +135,7 @@ class TransUNet(nn.Module):
             "heads": heads,
         }
         for key, value in sizes.items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"TransUNet: {key} must be a positive int, got {value!r}")
+            check_int(f"TransUNet: {key}", value)
         if embed_dim is None:
             embed_dim = -(-8 * base_width // heads) * heads
         if embed_dim < 1 or embed_dim % heads:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from fdseg._checks import check_option
+from fdseg._checks import check_int, check_option
 from fdseg.models.blocks import NORMS, UPSAMPLERS, ConvBlock, DownBlock, UpBlock, check_divisible
 from fdseg.models.factory import MODELS
 from fdseg.models.features import FeatureInfo
@@ -64,8 +64,7 @@ class UNet(nn.Module):
             ("out_channels", out_channels),
             ("base_width", base_width),
         ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"UNet: {name} must be a positive int, got {value!r}")
+            check_int(f"UNet: {name}", value)
         check_option("depth", depth, _DEPTHS)
         check_option("up", up, UPSAMPLERS)
         check_option("norm", norm, NORMS)

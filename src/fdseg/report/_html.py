@@ -6,7 +6,6 @@ import base64
 import html
 import io
 import math
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,7 +15,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-__all__ = ["Page", "atomic_write_bytes", "atomic_write_text", "esc", "fmt"]
+from fdseg._io import atomic_write_bytes, atomic_write_text
+
+__all__ = ["Page", "esc", "fmt"]
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #1b1b1b; }
@@ -53,19 +54,6 @@ def fmt(value: object, digits: int = 4) -> str:
         number = float(value)
         return "n/a" if math.isnan(number) else f"{number:.{digits}f}"
     return str(value)  # strings stay as they are: an id such as "01_1" is not a number
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _safe_name(name: str) -> str:

@@ -24,7 +24,7 @@ from fdseg.models import FeatureTap
 from fdseg.training.build import build_model, tap_layers
 from fdseg.training.data import RunData, build_run_data
 from fdseg.training.heads import build_head
-from fdseg.training.run import load_model_weights, read_config
+from fdseg.training.rundir import load_model_weights, read_config
 from fdseg.viz import activation_map, plot_heatmaps, plot_overlays, plot_paired_arrows
 
 KINDS = ("heatmap", "overlay", "arrows")

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fdseg.data.base import open_dataset
 from fdseg.data.cache import CachedDataset
 from fdseg.data.cache import resize_image as _resize_image
 from fdseg.data.errors import SplitError
 from fdseg.data.formats._io import read_image
 from fdseg.data.noise import GaussianNoise
+from fdseg.data.open import open_dataset
 from fdseg.data.pooling import PooledDataset, addition_schedule, novel_training_ids, select_subset
 from fdseg.data.splits import (
     SourceSplit,

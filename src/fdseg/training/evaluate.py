@@ -57,17 +57,17 @@ from PIL import Image
 from scipy import ndimage
 
 from fdseg._checks import check_option, did_you_mean
-from fdseg.data.base import open_dataset
 from fdseg.data.cache import CachedDataset, resize_mask
 from fdseg.data.cache import resize_image as resize_to
 from fdseg.data.formats._io import image_size
+from fdseg.data.open import open_dataset
 from fdseg.data.splits import load_splits
 from fdseg.metrics import confusion_counts, metrics_from_counts, soft_batch_dice
 from fdseg.models import FeatureTap
 from fdseg.training.build import build_fd_probe, build_model, tap_layers
 from fdseg.training.data import RunData, build_run_data, load_image
 from fdseg.training.history import atomic_write_text
-from fdseg.training.run import Runtime, load_model_weights, read_config, write_json
+from fdseg.training.rundir import Runtime, load_model_weights, read_config, write_json
 
 if TYPE_CHECKING:
     from torch import nn

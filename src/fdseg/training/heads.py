@@ -19,11 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fdseg.data.base import open_dataset
+from fdseg._names import MULTICLASS_HEADS
+from fdseg.data.open import open_dataset
 from fdseg.losses.multiclass import class_index_map
 from fdseg.metrics.multiclass import class_confusion_counts, per_class_metrics, predict_classes
-
-MULTICLASS_HEADS = ("binary_per_class", "softmax")
 
 
 def is_multiclass(cfg: Any) -> bool:

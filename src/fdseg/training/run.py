@@ -38,6 +38,7 @@ from fdseg.training.data import RunData, build_run_data
 from fdseg.training.heads import is_multiclass
 from fdseg.training.history import HistoryWriter
 from fdseg.training.phases import Phase, RunRecorder, plan_phases, restore_stream, steps_per_epoch
+from fdseg.training.progress import Echo, EpochLines, summary_lines
 from fdseg.training.rundir import (
     RUNTIME_KEYS,
     CheckpointError,
@@ -242,6 +243,7 @@ def train_run(
     runtime: Runtime | None = None,
     callbacks: Sequence[pl.Callback] = (),
     evaluate: bool = True,
+    echo: Echo | None = None,
 ) -> Path:
     """Train (or resume, or skip) one run and evaluate it on its test split.
 
@@ -259,6 +261,8 @@ def train_run(
         runtime: accelerator choice; defaults to CPU.
         callbacks: extra Lightning callbacks for every phase.
         evaluate: evaluate the best checkpoint on the test split and write ``test/``.
+        echo: where to say what happens (a summary before training, ``resuming from epoch E (phase P)``,
+            one line per epoch; see :mod:`fdseg.training.progress`); ``None``: silent.
 
     Returns:
         ``run_dir``.
@@ -292,7 +296,8 @@ def train_run(
                 lock.acquire()
                 prepare_run_dir(cfg, run_dir, runtime)
                 data.save_split(run_dir / "split.json")
-            history = _train_phases(cfg, run_dir, data, runtime, callbacks, progress)
+            say = echo if rank_zero else None
+            history = _train_phases(cfg, run_dir, data, runtime, callbacks, progress, say)
             if not rank_zero:
                 return run_dir  # under DDP the other ranks only train; rank 0 evaluates and marks DONE
             if evaluate:
@@ -319,21 +324,38 @@ def _train_phases(
     runtime: Runtime,
     callbacks: Sequence[pl.Callback],
     progress: dict[str, int],
+    echo: Echo | None,
 ) -> HistoryWriter:
     ckpt_dir = run_dir / "checkpoints"
     history = HistoryWriter(run_dir / "history.csv")
     world = world_size(cfg, runtime)
-    phases = plan_phases(cfg, steps_per_epoch(data.n_train, cfg.train.batch_size, world))
+    steps = steps_per_epoch(data.n_train, cfg.train.batch_size, world)
+    phases = plan_phases(cfg, steps)
+    total = sum(p.epochs for p in phases)
     meta = checkpoint_meta(ckpt_dir / "last.ckpt")
+    if echo is not None:
+        with torch.random.fork_rng(devices=[]):
+            model = build_model(cfg)
+        counts = {name: len(data.positions(name)) for name in ("train", "val", "test", "novel")}
+        device = "gpu (CUDA)" if runtime.cuda else runtime.accelerator
+        for line in summary_lines(
+            cfg, counts=counts, model=model, device=device, precision=resolved_precision(cfg, runtime),
+            phases=phases, steps_per_epoch=steps,
+        ):  # fmt: skip
+            echo(line)
+        if meta is not None:
+            nxt = int(meta["epoch"]) + 1
+            where = next((p.index for p in phases if nxt < p.epoch_offset + p.epochs), phases[-1].index)
+            echo(f"resuming from epoch {nxt} (phase {where})")
     for phase in phases:
         resume = meta is not None and int(meta["phase"]) == phase.index
         if meta is not None and int(meta["phase"]) > phase.index:
             continue
         if resume and meta is not None:
             history.truncate_after(int(meta["epoch"]))
-            log.info("resuming from epoch %s (phase %s)", int(meta["epoch"]) + 1, phase.index)
+        extra = [*callbacks, EpochLines(echo, phase, total)] if echo is not None else callbacks
         _train_phase(
-            cfg, phase, data, runtime, history, ckpt_dir, callbacks,
+            cfg, phase, data, runtime, history, ckpt_dir, extra,
             resume=resume, warmup=phases[0].epochs, progress=progress,
         )  # fmt: skip
         meta = None

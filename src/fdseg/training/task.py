@@ -31,6 +31,8 @@ from fdseg.metrics import segmentation_metrics
 from fdseg.training.config import OptimConfig
 
 _ADVICE = "Lower optim.lr or loss.lambda_kwargs.lambda_max."
+#: Steps between host-side loss checks on an accelerator (see ``SegmentationTask.finite_check_every``).
+FINITE_CHECK_EVERY = 50
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -132,6 +134,9 @@ class SegmentationTask(pl.LightningModule):
         self.lambdas: dict[str, float] = {}
         self._train_sums: dict[str, Tensor] = {}
         self._train_batches = 0
+        self._first_bad: Tensor | None = None
+        self._bad_values: Tensor | None = None
+        self._bad_names: list[str] = []
         self._val_dice_sum: Tensor | None = None
         self._val_loss_sum: Tensor | None = None
         self._val_images = 0
@@ -186,6 +191,7 @@ class SegmentationTask(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         """Check the weights after the epoch's last update, then reset the validation accumulators."""
+        self.flush_finite_check()
         self._check_parameters(f"of step {self.global_step} (the last of epoch {self.global_epoch})")
         self._val_dice_sum = None
         self._val_loss_sum = None
@@ -233,7 +239,22 @@ class SegmentationTask(pl.LightningModule):
         optimised: Tensor = total
         return optimised
 
+    @property
+    def finite_check_every(self) -> int:
+        """Steps between host-side checks of the loss: 1 on the CPU (a check costs nothing there), else 50.
+
+        Between checks a device-side record keeps the first non-finite step and its term values, so the
+        error still names that step and term; the weights' diagnosis then replaces the batch's.
+        """
+        return 1 if self.device.type == "cpu" else FINITE_CHECK_EVERY
+
     def _check_finite(self, total: Tensor, terms: Mapping[str, Tensor], batch: Mapping[str, Any]) -> None:
+        every = self.finite_check_every
+        if every > 1:
+            self._record_finite(total, terms)
+            if self._train_batches % every == every - 1:
+                self.flush_finite_check()
+            return
         if bool(torch.isfinite(total).all()):
             return
         bad = {k: float(v) for k, v in terms.items() if not bool(torch.isfinite(v).all())}
@@ -245,6 +266,38 @@ class SegmentationTask(pl.LightningModule):
             f"training diverged at global step {self.global_step} (phase {self.phase}, epoch "
             f"{self.global_epoch}, batch {self._train_batches}): non-finite term {named}; "
             f"{self._diagnose(batch)}; λ in [{lambdas[0]:g}, {lambdas[-1]:g}]. {_ADVICE}"
+        )
+
+    def _record_finite(self, total: Tensor, terms: Mapping[str, Tensor]) -> None:
+        """Keep, on the device, the first step whose loss is non-finite and its term values (no sync)."""
+        names = ["total", *terms]
+        values = torch.stack(
+            [total.detach().float(), *(v.detach().float().reshape(()) for v in terms.values())]
+        )
+        bad_now = ~torch.isfinite(values[0])
+        if self._first_bad is None or self._bad_values is None or self._bad_names != names:
+            self._first_bad = torch.full((), -1, dtype=torch.int64, device=values.device)
+            self._bad_values = torch.zeros_like(values)
+            self._bad_names = names
+        first_now = bad_now & (self._first_bad < 0)
+        step = torch.full((), self.global_step, dtype=torch.int64, device=values.device)
+        self._first_bad = torch.where(first_now, step, self._first_bad)
+        self._bad_values = torch.where(first_now, values, self._bad_values)
+
+    def flush_finite_check(self) -> None:
+        """Raise :class:`NonFiniteLossError` if the device-side record holds a non-finite step (one sync)."""
+        if self._first_bad is None or self._bad_values is None:
+            return
+        step = int(self._first_bad)
+        if step < 0:
+            return
+        values = dict(zip(self._bad_names, self._bad_values.cpu().tolist()))
+        named = ", ".join(f"{k}={v}" for k, v in values.items() if k != "total" and not math.isfinite(v))
+        named = named or f"total={values['total']}"
+        raise NonFiniteLossError(
+            f"training diverged at global step {step} (phase {self.phase}, epoch {self.global_epoch}): "
+            f"non-finite term {named}; {self._diagnose(None)} (weights checked "
+            f"at step {self.global_step}). {_ADVICE}"
         )
 
     def _check_parameters(self, when: str) -> None:
@@ -324,6 +377,7 @@ class SegmentationTask(pl.LightningModule):
             "lambda/<layer>"}`` (means over the epoch's batches; Dice over validation images). Values are
             reduced over devices under DDP.
         """
+        self.flush_finite_check()
         stats: dict[str, float] = {}
         n = max(self._train_batches, 1)
         for key, value in self._train_sums.items():

@@ -181,6 +181,7 @@ def test_broken_export_fails_nnunet_integrity_check(sites: Sites, tmp_path: Path
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @needs_nnunet
 @pytest.mark.skipif(
     not TNBC.is_dir(), reason=f"real TNBC files not found under {TNBC} (set FDSEG_SHARED_DATA)"

@@ -14,8 +14,11 @@ from conftest import Planned, needs_nnunet, run_cli
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # three nnU-Net processes; minutes on a busy 2-core machine
 @needs_nnunet
-def test_train_fd_two_epochs_predict_collect_and_resume(planned: Planned, tmp_path: Path) -> None:
+def test_train_fd_two_epochs_predict_collect_and_resume(
+    planned: Planned, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     train_args = ["nnunet", "train", "903", "2d", "0", "--trainer", "FD", "--iterations", "1",
                   "--val-iterations", "1", "--warmup-epochs", "1", "--lambda-max", "0.01", "--device", "cpu",
                   "--no-validate", *planned.roots()]  # fmt: skip
@@ -56,5 +59,13 @@ def test_train_fd_two_epochs_predict_collect_and_resume(planned: Planned, tmp_pa
     state = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert state["current_epoch"] == 3
     assert all(len(state["logging"][k]) == 3 for k in fd_keys)
-    changed = run_cli([*train_args, "--epochs", "4", "--c", "--lambda-max", "0.5"])
-    assert changed.returncode == 1 and "started with L_fd settings" in changed.stderr
+    # resuming with other L_fd settings is refused before anything trains
+    from fdseg.integrations.nnunet import train_nnunet
+    from fdseg.integrations.nnunet_env import FdSettings
+
+    monkeypatch.setenv("nnUNet_preprocessed", str(planned.preprocessed))
+    monkeypatch.setenv("nnUNet_results", str(planned.results))
+    with pytest.raises(ValueError, match="the run started with L_fd settings"):
+        train_nnunet(903, "2d", 0, fd_settings=FdSettings(lambda_max=0.5, warmup_epochs=1), resume=True,
+                     epochs=4, device="cpu")  # fmt: skip
+    assert torch.load(fold / "checkpoint_final.pth", weights_only=False)["current_epoch"] == 3

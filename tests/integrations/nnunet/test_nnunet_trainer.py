@@ -128,6 +128,7 @@ def _reference_lfd(features: np.ndarray, mask: np.ndarray) -> float:
     return float(np.mean(values))
 
 
+@pytest.mark.timeout(900)  # the first user of the planned fixture pays for nnU-Net's planning
 def test_fd_loss_is_base_loss_plus_weighted_lfd(
     planned: Planned, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -159,6 +160,7 @@ def test_fd_loss_is_base_loss_plus_weighted_lfd(
     assert min(per_layer) != max(per_layer)  # the layers really differ: a mix-up would show
 
 
+@pytest.mark.timeout(900)
 def test_warmup_epochs_keep_lambda_zero_and_exch_adds_its_term(
     planned: Planned, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

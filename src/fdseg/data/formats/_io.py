@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fdseg.data.base import RawDataset, Record
+from fdseg.data.base import IMAGE_EXTENSIONS, RawDataset, Record
 from fdseg.data.errors import DatasetError
 from fdseg.data.formats._decode import (
     DEFAULT_MAX_PIXELS,
@@ -44,15 +44,12 @@ COMMON_OPTIONS: Mapping[str, str] = MappingProxyType(
 
 Severity = Literal["error", "warning", "info"]
 
-#: Image extensions the format loaders pair (lower case, with the dot).
-IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 #: Operating-system litter a loader skips like dotfiles (compared case-insensitively).
 OS_LITTER = ("thumbs.db", "ehthumbs.db", "desktop.ini")
 
 __all__ = [
     "COMMON_OPTIONS",
     "DEFAULT_MAX_PIXELS",
-    "IMAGE_SUFFIXES",
     "FormatLoader",
     "ImageInfo",
     "MaskInfo",
@@ -279,7 +276,7 @@ class FormatLoader(RawDataset, abc.ABC):
         log = logger.warning if severity != "info" else logger.info
         log("%s: %s", path, message)
 
-    def files_by_stem(self, folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> dict[str, Path]:
+    def files_by_stem(self, folder: Path, suffixes: tuple[str, ...] = IMAGE_EXTENSIONS) -> dict[str, Path]:
         """Files of ``folder`` with one of ``suffixes`` by stem (hidden files skipped); a second file with the
         same stem is reported and ignored."""
         found: dict[str, Path] = {}

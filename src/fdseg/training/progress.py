@@ -1,0 +1,146 @@
+"""What a run says while it trains: a summary before, one line per epoch, the outcome and its warnings after.
+
+Everything goes through an ``echo`` callable chosen by the caller (the CLI prints to stdout); nothing here
+prints by itself, and only rank 0 of a distributed run speaks. The lines do not depend on the progress bar.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from torch import nn
+
+from fdseg.training.config import ExperimentConfig
+from fdseg.training.phases import Phase
+
+Echo = Callable[[str], None]
+
+
+def summary_lines(
+    cfg: ExperimentConfig,
+    *,
+    counts: Mapping[str, int],
+    model: nn.Module,
+    device: str,
+    precision: str,
+    phases: Sequence[Phase],
+    steps_per_epoch: int,
+) -> list[str]:
+    """The block printed before training.
+
+    Args:
+        cfg: the run's configuration.
+        counts: items per set: ``train`` (base), ``novel``, ``val``, ``test``.
+        model: the network (for its parameter count).
+        device: accelerator in words (``cpu``, ``gpu``).
+        precision: the resolved Lightning precision.
+        phases: the planned phases.
+        steps_per_epoch: optimiser steps per epoch (per process).
+    """
+    params = sum(p.numel() for p in model.parameters())
+    unit = "tiles" if cfg.data.preprocess == "tile" else "images"
+    lines = [
+        f"data: base {cfg.data.base}",
+        f"      train {counts.get('train', 0)}, val {counts.get('val', 0)}, "
+        f"test {counts.get('test', 0)} {unit}",
+    ]
+    if cfg.data.novel:
+        lines.append(f"      novel {cfg.data.novel}: {counts.get('novel', 0)} {unit} added to training")
+    lines.append(f"model: {cfg.model.name} ({params / 1e6:.2f} M parameters), input {cfg.data.image_size}²")
+    lines.append(f"device: {device}, precision {precision}")
+    for phase in phases:
+        what = "λ = 0" if phase.lambda_zero else f"L_fd on ({cfg.loss.lambda_strategy} λ)"
+        lines.append(
+            f"phase {phase.index}: {phase.epochs} epochs x {steps_per_epoch} steps, {what} -> "
+            f"checkpoints/{phase.best_name}"
+        )
+    return lines
+
+
+class EpochLines(pl.Callback):
+    """One line per finished epoch: phase, epoch of total, train loss, val Dice, λ range, time.
+
+    Must come after :class:`fdseg.training.phases.RunRecorder` in the callback list (it reads the epoch's
+    statistics the recorder computed).
+
+    Args:
+        echo: where the lines go.
+        phase: the phase being trained.
+        total_epochs: epochs over both phases.
+    """
+
+    def __init__(self, echo: Echo, phase: Phase, total_epochs: int) -> None:
+        self.echo = echo
+        self.phase = phase
+        self.total_epochs = total_epochs
+        self._started = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        stats: Mapping[str, float] = getattr(pl_module, "last_epoch_stats", {})
+        self.echo(epoch_line(self.phase, trainer.current_epoch, self.total_epochs, stats, self._elapsed()))
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self._started
+
+
+def epoch_line(
+    phase: Phase, epoch_in_phase: int, total_epochs: int, stats: Mapping[str, float], seconds: float
+) -> str:
+    """``phase P epoch e/E (run epoch g/G): train loss …, val Dice …, λ a–b, t s``."""
+    lambdas = [v for k, v in stats.items() if k.startswith("lambda/")]
+    lam = f"λ {min(lambdas):g}–{max(lambdas):g}" if lambdas else "λ -"
+    global_epoch = phase.epoch_offset + epoch_in_phase
+    return (
+        f"phase {phase.index} epoch {epoch_in_phase + 1}/{phase.epochs} (run epoch {global_epoch + 1}/"
+        f"{total_epochs}): train loss {_fmt(stats.get('train_loss'))}, "
+        f"val Dice {_fmt(stats.get('val_dice'))}, {lam}, {seconds:.1f} s"
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def outcome_lines(run_dir: Path) -> list[str]:
+    """After a run: the test Dice with its n, where the outputs are, and warnings when it learnt nothing.
+
+    Warns when the validation Dice is 0 at every epoch, and when every test prediction is empty.
+    """
+    lines: list[str] = []
+    summary_path = run_dir / "test" / "summary.json"
+    if summary_path.is_file():
+        summary: dict[str, Any] = json.loads(summary_path.read_text(encoding="utf-8"))
+        dice = summary.get("mean", {}).get("dice")
+        lines.append(f"test Dice {_fmt(dice)} (n = {summary.get('n')}): {summary_path}")
+    per_sample = run_dir / "test" / "per_sample.csv"
+    if per_sample.is_file():
+        with per_sample.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        if rows and all("tp" in r and int(r["tp"]) + int(r["fp"]) == 0 for r in rows):
+            lines.append(
+                f"warning: every test prediction is empty ({len(rows)} images): the model predicts no "
+                f"foreground"
+            )
+    history = run_dir / "history.csv"
+    if history.is_file():
+        with history.open(newline="", encoding="utf-8") as fh:
+            dices = [float(r["val_dice"]) for r in csv.DictReader(fh) if r.get("val_dice") not in (None, "")]
+        if dices and all(d == 0.0 for d in dices):
+            lines.append(
+                f"warning: the validation Dice stayed 0 in all {len(dices)} epochs: the run learnt no "
+                f"foreground (check the masks with fdseg data check, or the learning rate)"
+            )
+    lines.append(f"outputs: {run_dir} (history.csv, checkpoints/, test/, figures/)")
+    return lines

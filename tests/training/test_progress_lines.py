@@ -1,0 +1,84 @@
+"""What ``fdseg train`` says: summary, one line per epoch, resume notice, outcome and warnings."""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+
+from fdseg.cli import main
+from fdseg.training.config import ExperimentConfig
+from fdseg.training.progress import outcome_lines
+from fdseg.training.run import train_run
+
+Tiny = Callable[..., ExperimentConfig]
+
+
+def test_train_prints_summary_epoch_lines_and_outcome(
+    tmp_path: Path, data_dir: Path, tiny: Tiny, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    tiny(data_dir, train={"epochs_phase1": 1, "epochs_phase2": 1}).to_yaml(config)
+    run = tmp_path / "run"
+    assert main(["train", "-c", str(config), "-o", str(run), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^      train 7, val 2, test 3 images$", out, re.M), out
+    assert re.search(r"^      novel .*: 4 images added to training$", out, re.M)
+    assert re.search(r"^model: unet \(0\.\d\d M parameters\), input 32²$", out, re.M)
+    assert "device: cpu, precision 32-true" in out
+    assert re.search(r"^phase 1: 1 epochs x 3 steps, λ = 0 -> checkpoints/phase1_best\.ckpt$", out, re.M)
+    assert re.search(
+        r"^phase 2: 1 epochs x 3 steps, L_fd on \(schedule λ\) -> checkpoints/best\.ckpt$", out, re.M
+    )
+    line = r"train loss \d\.\d{4}, val Dice \d\.\d{4}, λ LAM, \d+\.\d s$"
+    assert re.search(r"^phase 1 epoch 1/1 \(run epoch 1/2\): " + line.replace("LAM", "0–0"), out, re.M), out
+    assert re.search(r"^phase 2 epoch 1/1 \(run epoch 2/2\): " + line.replace("LAM", "0.01–0.01"), out, re.M)
+    assert re.search(
+        rf"^test Dice \d\.\d{{4}} \(n = 3\): {re.escape(str(run / 'test' / 'summary.json'))}$", out, re.M
+    )
+    assert "GPU available" not in out and "Tip:" not in out
+
+
+class _Crash(pl.Callback):
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        raise RuntimeError("simulated crash")
+
+
+def test_a_resumed_run_says_where_it_resumes(tmp_path: Path, data_dir: Path, tiny: Tiny) -> None:
+    cfg = tiny(data_dir, train={"epochs_phase1": 2, "epochs_phase2": 0})
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_run(cfg, run, callbacks=[_Crash()], evaluate=False)
+    said: list[str] = []
+    train_run(cfg, run, evaluate=False, echo=said.append)
+    assert "resuming from epoch 1 (phase 1)" in said
+    assert [s.split(":")[0] for s in said if s.startswith("phase 1 epoch")] == [
+        "phase 1 epoch 2/2 (run epoch 2/2)"
+    ]
+
+
+def _table(path: Path, rows: list[dict[str, object]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_a_run_that_learnt_nothing_ends_with_warnings(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _table(run / "history.csv", [{"epoch": e, "phase": 1, "val_dice": 0.0} for e in range(3)])
+    _table(run / "test" / "per_sample.csv", [{"id": i, "tp": 0, "fp": 0, "fn": 5, "tn": 95} for i in "ab"])
+    lines = outcome_lines(run)
+    assert "warning: every test prediction is empty (2 images): the model predicts no foreground" in lines
+    assert any(s.startswith("warning: the validation Dice stayed 0 in all 3 epochs") for s in lines)
+    _table(
+        run / "history.csv",
+        [{"epoch": 0, "phase": 1, "val_dice": 0.0}, {"epoch": 1, "phase": 1, "val_dice": 0.2}],
+    )
+    _table(run / "test" / "per_sample.csv", [{"id": "a", "tp": 1, "fp": 0, "fn": 5, "tn": 94}])
+    assert not [s for s in outcome_lines(run) if s.startswith("warning")]
