@@ -114,6 +114,16 @@ def report(
 
     if (target / "config.yaml").is_file():
         path = write_run_report(target)
+    elif (target / "experiment.json").is_file() and "method" not in _csv_header(target / "results.csv"):
+        import json
+
+        kind = json.loads((target / "experiment.json").read_text()).get("kind", "sweep")
+        command = "sweep" if kind == "sweep" else f"experiment {kind}"
+        raise _CommandFailed(
+            f"{target} was made by `fdseg {command}`, which writes its own report.html "
+            f"({target / 'report.html'}); rerun that command with the same arguments to rewrite it "
+            "(finished runs are skipped)"
+        )
     else:
         import pandas as pd
 
@@ -183,6 +193,14 @@ def data_check(specs: Annotated[list[str], typer.Argument(help="Dataset specs NA
         failed += 0 if result.ok else 1
     if failed:
         raise _CommandFailed(f"{failed} of {len(specs)} dataset(s) have errors")
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The column names of a CSV file (empty when it does not exist)."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return next(iter(handle), "").strip().split(",")
 
 
 class _CommandFailed(Exception):
