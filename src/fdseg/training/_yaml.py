@@ -108,11 +108,17 @@ def load_yaml_file(path: Path) -> Any:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is empty, or :func:`load_yaml_text` refuses it.
+        IsADirectoryError: ``path`` is a directory.
+        ValueError: the file is empty or not UTF-8 text, or :func:`load_yaml_text` refuses it.
     """
+    if path.is_dir():
+        raise IsADirectoryError(f"config file {path} is a directory, not a YAML file")
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a UTF-8 text file (byte {exc.start}); expected YAML") from None
     data = load_yaml_text(text, source=str(path))
     if data is None:
         raise ValueError(f"{path}:1: the config file is empty (expected a mapping with data, model, …)")
