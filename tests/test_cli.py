@@ -95,3 +95,17 @@ def test_data_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "check", f"folder:{good}"]) == 1
     captured = capsys.readouterr()
     assert "0001" in captured.out and "have errors" in captured.err
+
+
+def test_report_on_a_sweep_or_table1_directory_says_which_command_writes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "experiment.json").write_text('{"schema": 1, "kind": "table1"}')
+    (exp / "results.csv").write_text("run,arm,seed,dice\nr0,a,0,0.5\n")
+    assert main(["report", str(exp)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "fdseg experiment table1" in err and "rerun that command" in err
+    assert not (exp / "report.html").exists()

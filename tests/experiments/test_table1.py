@@ -132,21 +132,22 @@ def test_table1_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # six short trainings: about a minute on 2 idle cores, far more on a busy machine
 def test_table1_end_to_end_on_synthetic_data(tmp_path: Path) -> None:
-    base = f"synthetic:{tmp_path / 'd'}?family=nuclei&site=base&n=20&seed=0&size=32"
+    base = f"synthetic:{tmp_path / 'd'}?family=nuclei&site=base&n=16&seed=0&size=16"
     cfg = ExperimentConfig.from_dict(
         {
             "name": "tiny",
             "data": {
                 "base": base,
-                "image_size": 32,
+                "image_size": 16,
                 "split_scheme": "paper",
                 "cache_dir": str(tmp_path / "c"),
             },
             "model": {"name": "unet", "kwargs": {"base_width": 4, "depth": 2}},
             "loss": {"lambda_kwargs": {"lambda_max": 0.01}},
             "optim": {"lr": 0.003},
-            "train": {"epochs_phase1": 2, "epochs_phase2": 1, "batch_size": 4, "progress_bar": False},
+            "train": {"epochs_phase1": 1, "epochs_phase2": 1, "batch_size": 4, "progress_bar": False},
         }
     )
     config = tmp_path / "c.yaml"

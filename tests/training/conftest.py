@@ -35,6 +35,23 @@ def tiny_config(data_dir: Path, **sections: dict[str, object]) -> ExperimentConf
     return ExperimentConfig.from_dict({"schema": 1, **raw})
 
 
+def learning_config(data_dir: Path, **sections: dict[str, object]) -> ExperimentConfig:
+    """A tiny task that learns: validation Dice rises from 0 to > 0.2 within 4 + 1 epochs (about 10 s on CPU).
+
+    24 base images of 32², an 8-wide U-Net, batch 2 and lr 0.02, so that each epoch takes several steps.
+    """
+    base = f"synthetic:{data_dir / 'learn-base-n24-s32'}?family=nuclei&site=base&n=24&seed=0&size=32"
+    raw: dict[str, dict[str, object]] = {
+        "data": {"base": base},
+        "model": {"name": "unet", "kwargs": {"base_width": 8, "depth": 2}},
+        "optim": {"lr": 0.02},
+        "train": {"epochs_phase1": 4, "epochs_phase2": 1, "batch_size": 2},
+    }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return tiny_config(data_dir, **raw)
+
+
 @pytest.fixture
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.getbasetemp() / "fdseg-data"

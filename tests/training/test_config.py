@@ -85,3 +85,26 @@ def test_configs_folder_is_found() -> None:
 def test_shipped_configs_load(name: str) -> None:
     cfg = ExperimentConfig.from_yaml(REPO / "configs" / f"{name}.yaml")
     assert cfg.schema == 1
+
+
+def test_loss_options_come_from_the_loss_registries() -> None:
+    from fdseg.losses.segmentation import SEG_LOSSES
+    from fdseg.losses.weights import LAMBDA_STRATEGIES
+
+    with pytest.raises(ValueError, match=r"loss\.seg.*'focal'.*dice_bce.*dice_iou"):
+        ExperimentConfig().with_overrides(["loss.seg=focal"])
+    with pytest.raises(ValueError, match=r"loss\.lambda_strategy.*'cosine'.*schedule"):
+        ExperimentConfig().with_overrides(["loss.lambda_strategy=cosine"])
+
+    @SEG_LOSSES.register("focal_for_this_test")
+    def _focal(**_: object) -> None:  # pragma: no cover - only its name matters here
+        return None
+
+    try:  # a loss registered after import is a valid config value at once: no second list to update
+        assert (
+            ExperimentConfig().with_overrides(["loss.seg=focal_for_this_test"]).loss.seg
+            == "focal_for_this_test"
+        )
+    finally:
+        SEG_LOSSES._items.pop("focal_for_this_test")
+    assert "dual" in LAMBDA_STRATEGIES.names()

@@ -20,7 +20,7 @@ from fdseg.models import create_model
 from fdseg.training.config import ExperimentConfig
 from fdseg.training.run import train_run
 from fdseg.training.rundir import CheckpointError, checkpoint_meta, load_model_weights
-from fdseg.training.task import NonFiniteLossError
+from fdseg.training.task import NonFiniteLossError, SegmentationTask
 
 Tiny = Callable[..., ExperimentConfig]
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -155,3 +155,18 @@ def test_divergence_names_step_phase_term_and_layer(
     with pytest.raises(NonFiniteLossError, match=expected) as info:
         train_run(cfg, tmp_path / "run")
     assert str(info.value).startswith("training diverged at global step") and "\n" not in str(info.value)
+
+
+def test_deferred_check_still_names_the_first_non_finite_step(
+    tmp_path: Path, data_dir: Path, tiny: Tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as on an accelerator: the loss is checked on the host only every 3 steps (a device-side record between)
+    monkeypatch.setattr(SegmentationTask, "finite_check_every", property(lambda self: 3))
+    cfg = tiny(data_dir, optim={"lr": 1e30})
+    with pytest.raises(NonFiniteLossError) as info:
+        train_run(cfg, tmp_path / "run")
+    message = str(info.value)
+    assert re.search(r"global step 1 \(phase 1, epoch 0\): non-finite term seg=nan", message), message
+    # the check ran at the third batch, after two updates
+    where = r"first non-finite in layer enc1 \(parameter enc1[\w.]+\) \(weights checked at step 2\)"
+    assert re.search(where, message), message

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
+import torch
 
 from fdseg.cli import main
 from fdseg.data.errors import SplitError
@@ -210,3 +211,24 @@ def test_split_json_with_an_id_listed_twice_is_refused(
     expected = "appears twice in the 'train' set" if where == "same set" else "is in both 'train' and 'test'"
     with pytest.raises(SplitError, match=rf"split\.json.*'{dup}' {expected}"):
         build_run_data(cfg, tmp_path / "run")
+
+
+def test_train_accelerator_is_read_and_checked(
+    tmp_path: Path, data_dir: Path, tiny: Tiny, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ValueError, match=r"train\.accelerator.*'tpu'.*valid.*auto.*cpu.*gpu"):
+        ExperimentConfig().with_overrides(["train.accelerator=tpu"])
+    cfg = tiny(data_dir, train={"epochs_phase1": 1, "epochs_phase2": 0, "accelerator": "cpu"})
+    config = _write(tmp_path / "c.yaml", cfg)
+    run = tmp_path / "run"
+    assert main(["train", "-c", str(config), "-o", str(run), "--no-eval"]) == 0  # no --device: the config's
+    assert "device: cpu" in capsys.readouterr().out
+    env = json.loads((run / "env.json").read_text())
+    assert env["accelerator"] == "cpu"
+    gpu = _write(tmp_path / "g.yaml", cfg.with_overrides(["train.accelerator=gpu"]))
+    if not torch.cuda.is_available():  # the config asks for a GPU: refused in one line before any write
+        assert main(["train", "-c", str(gpu), "-o", str(tmp_path / "g"), "--no-eval"]) == 1
+        assert "CUDA is not available" in capsys.readouterr().err
+        assert not (tmp_path / "g").exists()
+    # --device overrides the config
+    assert main(["train", "-c", str(gpu), "-o", str(tmp_path / "c"), "--no-eval", "--device", "cpu"]) == 0

@@ -77,7 +77,10 @@ def train(
     overrides: Annotated[
         list[str] | None, typer.Option("--set", "-s", help="Override a config value: section.key=value.")
     ] = None,
-    device: DeviceOpt = "auto",
+    device: Annotated[
+        str | None,
+        typer.Option("--device", help="auto (CUDA when present), cpu or gpu. Default: train.accelerator."),
+    ] = None,
     no_eval: Annotated[bool, typer.Option("--no-eval", help="Skip the test-split evaluation.")] = False,
 ) -> None:
     """Train one run (two phases, resumable), evaluate it on the test split, print where it is."""
@@ -86,7 +89,7 @@ def train(
     from fdseg.training.run import is_global_zero, train_run
 
     cfg = ExperimentConfig.from_yaml(config).with_overrides(overrides or [])
-    runtime = _runtime(device)
+    runtime = _runtime(device or cfg.train.accelerator)
     _seed(cfg.train.seed)
     start = time.perf_counter()
     try:
@@ -111,6 +114,16 @@ def report(
 
     if (target / "config.yaml").is_file():
         path = write_run_report(target)
+    elif (target / "experiment.json").is_file() and "method" not in _csv_header(target / "results.csv"):
+        import json
+
+        kind = json.loads((target / "experiment.json").read_text()).get("kind", "sweep")
+        command = "sweep" if kind == "sweep" else f"experiment {kind}"
+        raise _CommandFailed(
+            f"{target} was made by `fdseg {command}`, which writes its own report.html "
+            f"({target / 'report.html'}); rerun that command with the same arguments to rewrite it "
+            "(finished runs are skipped)"
+        )
     else:
         import pandas as pd
 
@@ -180,6 +193,14 @@ def data_check(specs: Annotated[list[str], typer.Argument(help="Dataset specs NA
         failed += 0 if result.ok else 1
     if failed:
         raise _CommandFailed(f"{failed} of {len(specs)} dataset(s) have errors")
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The column names of a CSV file (empty when it does not exist)."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return next(iter(handle), "").strip().split(",")
 
 
 class _CommandFailed(Exception):

@@ -26,18 +26,23 @@ from typing import Any, TypeVar, Union
 import yaml
 
 from fdseg._checks import check_option, did_you_mean
+from fdseg.losses.functional import PAIRINGS as _PAIRINGS
+from fdseg.losses.segmentation import SEG_LOSSES as _SEG_LOSSES
+from fdseg.losses.weights import LAMBDA_STRATEGIES as _LAMBDA_STRATEGIES
 from fdseg.training._yaml import load_yaml_file, load_yaml_text
 
 SCHEMA_VERSION = 1
 
-SEG_LOSSES = ("dice_bce", "dice_iou", "dice_bce_on_probs")
-LAMBDA_STRATEGIES = ("schedule", "dual", "fixed", "code_exact")
-PAIRINGS = ("shift", "shuffle", "cross_source")
+# Option values of the loss come from the loss registries themselves (a new entry is valid at once).
+SEG_LOSSES = tuple(_SEG_LOSSES.names())
+LAMBDA_STRATEGIES = tuple(_LAMBDA_STRATEGIES.names())
+PAIRINGS = _PAIRINGS
 SCHEDULERS = ("none", "cosine")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true")
 SPLIT_SCHEMES = ("code", "paper")
 DETERMINISTIC = ("warn", "true", "false")
 PREPROCESS = ("resize", "tile")
+ACCELERATORS = ("auto", "cpu", "gpu")
 HEADS = ("binary", "binary_per_class", "softmax")
 
 C = TypeVar("C")
@@ -263,9 +268,9 @@ class LossConfig:
         check_option("loss.baseline", self.baseline, BASELINES)
         if self.baseline_weight is not None and not self.baseline_weight >= 0:
             raise ValueError(f"loss.baseline_weight must be >= 0, got {self.baseline_weight}")
-        check_option("loss.seg", self.seg, SEG_LOSSES)
-        check_option("loss.pairing", self.pairing, PAIRINGS)
-        check_option("loss.lambda_strategy", self.lambda_strategy, LAMBDA_STRATEGIES)
+        check_option("loss.seg", self.seg, _SEG_LOSSES.names())
+        check_option("loss.pairing", self.pairing, _PAIRINGS)
+        check_option("loss.lambda_strategy", self.lambda_strategy, _LAMBDA_STRATEGIES.names())
         if self.exch and not self.fd:
             raise ValueError("loss.exch=true needs loss.fd=true (L_fd^exch is added to L_fd with the same λ)")
 
@@ -317,7 +322,8 @@ class TrainConfig:
         num_workers: DataLoader workers.
         seed: seed of initialisation, batch order and augmentation.
         deterministic: ``warn`` (deterministic algorithms where they exist), ``true`` or ``false``.
-        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
+        accelerator: where ``fdseg train`` runs: ``auto`` (CUDA when present), ``cpu`` or ``gpu``; the CLI's
+            ``--device`` overrides it.
         devices: Lightning devices (``auto``, a count, or a list as a string).
         strategy: Lightning strategy (``auto``, ``ddp``, …).
         progress_bar: show Lightning's progress bar.
@@ -343,6 +349,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_option("train.precision", self.precision, PRECISIONS)
         check_option("train.deterministic", self.deterministic, DETERMINISTIC)
+        check_option("train.accelerator", self.accelerator, ACCELERATORS)
         if self.epochs_phase1 < 1:
             raise ValueError(f"train.epochs_phase1 must be >= 1, got {self.epochs_phase1}")
         if self.epochs_phase2 < 0:
