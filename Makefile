@@ -8,6 +8,8 @@ NNUNET_VENV := .venv-nnunet
 NNUNET_BIN := $(NNUNET_VENV)/bin
 # torch==2.13.0 is pinned here only to pick the local CPU wheel on CPU machines; the package itself asks for torch>=2.8.
 TORCH_SPEC ?= torch==2.13.0
+# Test files are spread over the cores (pytest-xdist); a file stays on one worker, so its module fixtures are built once.
+PYTEST_ARGS ?= -n auto --dist loadfile
 
 .PHONY: venv demo test lint typecheck layers pytest test-nnunet bench clean
 
@@ -34,7 +36,7 @@ layers: venv
 	$(BIN)/lint-imports
 
 test: lint typecheck layers
-	$(BIN)/python -m pytest -q --ignore=tests/integrations/nnunet
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) --ignore=tests/integrations/nnunet
 	$(MAKE) test-nnunet
 
 # torch is named again so that the resolver keeps the CPU wheel (and picks the torchvision built for it).
