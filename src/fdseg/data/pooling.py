@@ -106,7 +106,8 @@ def addition_counts(
                 raise ValueError(f"k = {int(value)} is larger than {pool} ({n_pool} images)")
             out.append(int(value))
         return out
-    assert fractions is not None
+    if fractions is None:
+        raise ValueError("give either counts (k) or fractions")
     for value in fractions:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise ValueError(f"fractions must be numbers in [0, 1], got {value!r}")

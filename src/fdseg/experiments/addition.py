@@ -277,7 +277,10 @@ def run_study(
         runs.append(SweepRun(spec, point, seed, None))
     executor = LocalExecutor(jobs, threads_per_job=threads_per_job, device=device)
     results = run_sweep(runs, executor, echo=echo)
-    assert isinstance(results, list)
+    if not isinstance(results, list):  # a local executor always waits for its runs
+        raise TypeError(
+            f"expected the finished runs from {type(executor).__name__}, got {type(results).__name__}"
+        )
     failed = [r for r in results if not r.ok]
     if failed:
         logs = ", ".join(str(r.spec.run_dir / "train.log") for r in failed)
@@ -441,7 +444,8 @@ def _finite(value: Any) -> Any:
 def addition_divergence(study: Study) -> list[dict[str, Any]]:
     """The divergence table of the study's k (the training images, at the training size)."""
     cfg = study.base
-    assert cfg.data.novel is not None
+    if cfg.data.novel is None:
+        raise ValueError("data.novel: a data-addition study needs a novel dataset")
     counts = [int(c) for c in study.conditions if c > 0]
     if not counts:
         return []

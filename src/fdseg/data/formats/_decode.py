@@ -373,8 +373,7 @@ def _read_tifffile(path: Path, max_pixels: int, reason: str, decoded: np.ndarray
                 exact = decoded is not None and decoded.shape == shape
                 if not exact or page.dtype not in (np.uint16, np.int16, np.int32, np.float32):
                     raise
-                assert decoded is not None
-                arr = decoded.astype(page.dtype)
+                arr = np.asarray(decoded).astype(page.dtype)  # exact implies decoded is not None
             photometric = int(page.photometric)
             colormap = None if page.colormap is None else np.asarray(page.colormap)
             extras = [int(e) for e in (page.extrasamples or ())]
@@ -494,7 +493,8 @@ def read_image(
     s = _read_samples(path, max_pixels, for_mask=False)
     notes = list(s.notes)
     if s.kind == "palette":
-        assert s.palette_rgb is not None
+        if s.palette_rgb is None:
+            raise DatasetError(path, "palette image without a palette")
         rgb = s.palette_rgb
         notes.append("palette expanded")
         value_range = None
