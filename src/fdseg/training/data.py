@@ -342,17 +342,26 @@ def _stitch(tiles: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]
     return image, mask
 
 
-def _open_cached(spec: str, cfg: ExperimentConfig, run_dir: Path) -> CachedDataset:
-    raw = open_dataset(spec)
-    if len(raw) == 0:
-        raise SplitError(f"dataset {spec!r} has no images")
+def cache_dataset(raw: Any, cfg: ExperimentConfig, run_dir: Path, *, native: bool = False) -> CachedDataset:
+    """``raw`` cached as the run's data is, in ``data.cache_dir`` (default ``.cache`` beside ``run_dir``).
+
+    With ``data.preprocess: tile``: native-size tiles of ``data.image_size``² at ``data.tile_stride``;
+    otherwise whole images resized to ``data.image_size``² (kept at native size with ``native``). A
+    multi-class head gets the class maps (uint8 labels) as targets instead of the binary foreground.
+    """
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir.parent / ".cache"
     if cfg.data.preprocess == "tile":
         stride = cfg.data.tile_stride or cfg.data.image_size
         return CachedDataset(raw, None, cache_dir, tile=cfg.data.image_size, stride=stride)
-    # a multi-class head trains on the class maps (uint8 labels) instead of the binary foreground
     target = "classes" if cfg.model.head != "binary" else "mask"
-    return CachedDataset(raw, cfg.data.image_size, cache_dir, target=target)
+    return CachedDataset(raw, None if native else cfg.data.image_size, cache_dir, target=target)
+
+
+def _open_cached(spec: str, cfg: ExperimentConfig, run_dir: Path) -> CachedDataset:
+    raw = open_dataset(spec)
+    if len(raw) == 0:
+        raise SplitError(f"dataset {spec!r} has no images")
+    return cache_dataset(raw, cfg, run_dir)
 
 
 def build_run_data(cfg: ExperimentConfig, run_dir: str | Path, *, write_split: bool = True) -> RunData:
