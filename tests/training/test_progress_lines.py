@@ -44,8 +44,11 @@ def test_train_prints_summary_epoch_lines_and_outcome(
 
 
 class _Crash(pl.Callback):
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        raise RuntimeError("simulated crash")
+    """A crash after epoch 0 and its checkpoint."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == 1:
+            raise RuntimeError("simulated crash")
 
 
 def test_a_resumed_run_says_where_it_resumes(tmp_path: Path, data_dir: Path, tiny: Tiny) -> None:

@@ -35,6 +35,7 @@ from fdseg.losses.functional import PAIRINGS as _PAIRINGS
 from fdseg.losses.segmentation import SEG_LOSSES as _SEG_LOSSES
 from fdseg.losses.weights import LAMBDA_STRATEGIES as _LAMBDA_STRATEGIES
 from fdseg.training._yaml import load_yaml_file, load_yaml_text
+from fdseg.training.loggers import LOGGERS
 
 SCHEMA_VERSION = 1
 
@@ -53,6 +54,7 @@ PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true")
 DETERMINISTIC = ("warn", "true", "false")
 PREPROCESS = ("resize", "tile")
 ACCELERATORS = ("auto", "cpu", "gpu")
+CHANNELS_LAST = ("auto", "true", "false")
 
 C = TypeVar("C")
 
@@ -328,6 +330,12 @@ class TrainConfig:
         strategy: Lightning strategy (``auto``, ``ddp``, …).
         progress_bar: show Lightning's progress bar.
         log_every_n_steps: Lightning logging interval (the history is written per epoch regardless).
+        checkpoint_every_s: seconds between two ``last.ckpt`` (written at an epoch's end once this much
+            time has passed, and at each phase's end); a killed run loses at most this much work.
+        logger: ``none``, ``csv``, ``tensorboard``, ``mlflow`` or ``wandb`` (Lightning loggers under
+            ``<run>/logs``; the last three need the extra of that name).
+        channels_last: channels-last memory format for the model and images: ``auto`` (on CUDA), ``true``
+            or ``false`` (on CPU it is often faster for small convolutions; see ``bench/epoch_cost.py``).
     """
 
     epochs_phase1: int = 100
@@ -345,8 +353,17 @@ class TrainConfig:
     strategy: str = "auto"
     progress_bar: bool = True
     log_every_n_steps: int = 50
+    checkpoint_every_s: float = 120.0
+    logger: str = "none"
+    channels_last: str = "auto"
 
     def __post_init__(self) -> None:
+        check_option("train.logger", self.logger, LOGGERS)
+        check_option("train.channels_last", self.channels_last, CHANNELS_LAST)
+        if not (math.isfinite(self.checkpoint_every_s) and self.checkpoint_every_s > 0):
+            raise ValueError(
+                f"train.checkpoint_every_s must be a number of seconds > 0, got {self.checkpoint_every_s}"
+            )
         check_option("train.precision", self.precision, PRECISIONS)
         check_option("train.deterministic", self.deterministic, DETERMINISTIC)
         check_option("train.accelerator", self.accelerator, ACCELERATORS)

@@ -9,12 +9,10 @@ from __future__ import annotations
 import csv
 import json
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 from torch import nn
 
 from fdseg.training.config import ExperimentConfig
@@ -62,37 +60,6 @@ def summary_lines(
             f"checkpoints/{phase.best_name}"
         )
     return lines
-
-
-class EpochLines(pl.Callback):
-    """One line per finished epoch: phase, epoch of total, train loss, val Dice, λ range, time.
-
-    Must come after :class:`fdseg.training.phases.RunRecorder` in the callback list (it reads the epoch's
-    statistics the recorder computed).
-
-    Args:
-        echo: where the lines go.
-        phase: the phase being trained.
-        total_epochs: epochs over both phases.
-    """
-
-    def __init__(self, echo: Echo, phase: Phase, total_epochs: int) -> None:
-        self.echo = echo
-        self.phase = phase
-        self.total_epochs = total_epochs
-        self._started = time.perf_counter()
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._started = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        stats: Mapping[str, float] = getattr(pl_module, "last_epoch_stats", {})
-        self.echo(epoch_line(self.phase, trainer.current_epoch, self.total_epochs, stats, self._elapsed()))
-
-    def _elapsed(self) -> float:
-        return time.perf_counter() - self._started
 
 
 def epoch_line(
