@@ -22,7 +22,7 @@ from fdseg._io import atomic_write_text
 from fdseg.training.phases import Phase
 from fdseg.training.progress import epoch_line
 
-__all__ = ["FIXED_COLUMNS", "EpochRecord", "HistoryWriter", "atomic_write_text"]
+__all__ = ["FIXED_COLUMNS", "EpochRecord", "HistoryWriter"]
 
 FIXED_COLUMNS = ("epoch", "phase", "step", "train_loss", "train_seg", "val_dice", "val_loss")
 _GROUP_ORDER = ("fd/", "fd_exch/", "lambda/")
