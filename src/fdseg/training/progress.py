@@ -83,7 +83,8 @@ def _fmt(value: float | None) -> str:
 def outcome_lines(run_dir: Path) -> list[str]:
     """After a run: the test Dice with its n, where the outputs are, and warnings when it learnt nothing.
 
-    Warns when the validation Dice is 0 at every epoch, and when every test prediction is empty.
+    Warns when the validation Dice is 0 at every epoch, and when every test prediction is empty or all
+    foreground (a constant prediction).
     """
     lines: list[str] = []
     summary_path = run_dir / "test" / "summary.json"
@@ -99,6 +100,11 @@ def outcome_lines(run_dir: Path) -> list[str]:
             lines.append(
                 f"warning: every test prediction is empty ({len(rows)} images): the model predicts no "
                 f"foreground"
+            )
+        elif rows and all("tn" in r and int(r["tn"]) + int(r["fn"]) == 0 for r in rows):
+            lines.append(
+                f"warning: every test prediction is all foreground ({len(rows)} images): the model marks "
+                f"every pixel, so its Dice is only the foreground fraction"
             )
     history = run_dir / "history.csv"
     if history.is_file():
