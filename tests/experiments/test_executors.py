@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fdseg.experiments.demo import ARMS, DemoSettings, demo_runs
-from fdseg.experiments.executors import LocalExecutor, RunSpec
+from fdseg.experiments.executors import InlineExecutor, LocalExecutor, RunSpec
 from fdseg.training.config import ExperimentConfig
 from fdseg.training.run import RunConfigMismatchError
 
@@ -38,6 +38,25 @@ def test_runs_in_subprocesses_and_skips_finished(tmp_path: Path) -> None:
     summary = json.loads((specs[0].run_dir / "test" / "summary.json").read_text())
     assert summary["n"] > 0 and (specs[0].run_dir / "train.log").is_file()
     assert not (specs[1].run_dir / "checkpoints").exists()  # never started
+
+
+def test_worker_pool_trains_like_the_subprocess_executor_and_reports_failures(tmp_path: Path) -> None:
+    good = [RunSpec(f"s{i}", _tiny(tmp_path, i), tmp_path / "pool" / f"s{i}") for i in range(2)]
+    reference = LocalExecutor(1, threads_per_job=1, device="cpu").run(
+        [RunSpec("ref", good[1].config, tmp_path / "ref")]
+    )
+    bad_config = _tiny(tmp_path, 0).with_overrides([f"data.base=folder:{tmp_path / 'missing'}"])
+    bad = RunSpec("bad", bad_config, tmp_path / "pool" / "bad")
+    seen: list[str] = []
+    results = InlineExecutor(jobs=2, threads_per_job=1).run(
+        [*good, bad], on_run_end=lambda name, rc, secs, done, total: seen.append(name)
+    )
+    assert [r.returncode for r in results] == [0, 0, 1] and sorted(seen) == ["bad", "s0", "s1"]
+    assert "error:" in (bad.run_dir / "train.log").read_text()
+    # a worker that trained s0 first trains s1 exactly as a fresh ``fdseg train`` process does
+    ours = json.loads((good[1].run_dir / "test" / "summary.json").read_text())
+    theirs = json.loads((reference[0].spec.run_dir / "test" / "summary.json").read_text())
+    assert ours["mean"]["dice"] == pytest.approx(theirs["mean"]["dice"], abs=1e-6)
 
 
 def test_foreign_run_dir_is_refused_before_anything_starts(tmp_path: Path) -> None:
