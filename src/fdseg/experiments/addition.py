@@ -64,7 +64,7 @@ def synthetic_config(data_dir: str | Path) -> ExperimentConfig:
     """The synthetic default study (``synthetic-calibration.md`` §6, sized for 2 CPU cores).
 
     100 base images of 64² (45 train / 15 val / 40 test), a pool of 40 novel ``dil2`` images (same look,
-    masks dilated by 2 px), U-Net 8-16-32 (+64), a fixed budget of 300 optimiser steps for every k (adding
+    masks dilated by 2 px), U-Net 8-16-32 (+64), a fixed budget of 240 optimiser steps for every k (adding
     data adds no compute), half per phase; λ = 0.01 per layer for L_fd.
     """
     root = Path(data_dir).resolve()
@@ -88,7 +88,7 @@ def synthetic_config(data_dir: str | Path) -> ExperimentConfig:
             "train": {
                 "epochs_phase1": 1,
                 "epochs_phase2": 1,
-                "max_steps": 300,
+                "max_steps": 240,
                 "batch_size": 8,
                 "eval_batch_size": 40,
                 "progress_bar": False,
