@@ -103,7 +103,7 @@ def test_plans(tmp_path: Path) -> None:
     assert [s.config.data.noise.sigma for s in rob.specs] == [0.0, 0.1]
     assert rob.specs[1].config.data.noise.apply_to == "test"
     default = synthetic_config(tmp_path / "d")
-    assert default.train.max_steps == 300 and default.data.novel is not None and "dil2" in default.data.novel
+    assert default.train.max_steps == 240 and default.data.novel is not None and "dil2" in default.data.novel
 
 
 def test_every_shipped_config_parses() -> None:
