@@ -299,8 +299,11 @@ class SlurmExecutor:
         return Submission([str(j.job_id) for j in jobs], [s.name for s in todo], skipped, self.folder)
 
 
-def _set_threads(threads: int | None) -> None:
-    """A worker's torch intra-op threads (before it trains anything)."""
+def _worker_init(threads: int | None) -> None:
+    """A worker's torch intra-op threads and warning filter (as ``fdseg``'s own), before it trains."""
+    import warnings
+
+    warnings.filterwarnings("ignore", module=r"lightning\..*")
     if threads is not None:
         import torch
 
@@ -394,7 +397,7 @@ class InlineExecutor:
 
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
-            self.jobs, mp_context=context, initializer=_set_threads, initargs=(self.threads_per_job,)
+            self.jobs, mp_context=context, initializer=_worker_init, initargs=(self.threads_per_job,)
         ) as pool:
             futures = {pool.submit(train_inline, specs[i], self.runtime): i for i in todo}
             for future in as_completed(futures):
