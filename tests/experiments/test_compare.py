@@ -96,7 +96,9 @@ def _finish(run_dir: Path, config: ExperimentConfig, dice: np.ndarray) -> None:
     """A finished run as fdseg writes it: config.yaml, DONE and test/per_sample.csv."""
     (run_dir / "test").mkdir(parents=True)
     config.to_yaml(run_dir / "config.yaml")
-    pd.DataFrame({"id": IDS, "dice": dice, "iou": dice / 2}).to_csv(run_dir / "test" / "per_sample.csv", index=False)
+    pd.DataFrame({"id": IDS, "dice": dice, "iou": dice / 2}).to_csv(
+        run_dir / "test" / "per_sample.csv", index=False
+    )
     (run_dir / "DONE").write_text("{}")
 
 

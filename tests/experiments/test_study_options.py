@@ -160,14 +160,32 @@ def test_data_addition_runs_the_seeds_given_and_prints_dashes_for_missing_values
 ) -> None:
     config = _tiny(tmp_path)
     out = tmp_path / "exp"
-    study = plan_data_addition(ExperimentConfig.from_yaml(config), out, k=[0, 2], arms=["seg", "fd"], seeds=seeds)
+    study = plan_data_addition(
+        ExperimentConfig.from_yaml(config), out, k=[0, 2], arms=["seg", "fd"], seeds=seeds
+    )
     # a study whose runs all finished before: the command trains nothing, it collects and summarises
     claim_experiment(
-        out, "experiment data-addition", study.base, arms=study.arms, conditions=study.conditions, seeds=study.seeds
+        out,
+        "experiment data-addition",
+        study.base,
+        arms=study.arms,
+        conditions=study.conditions,
+        seeds=study.seeds,
     )
     for i, spec in enumerate(study.specs):
         _finished(spec, _dice(i))
-    argv = ["experiment", "data-addition", "-c", str(config), "-o", str(out), "--k", "0,2", "--arms", "seg,fd"]
+    argv = [
+        "experiment",
+        "data-addition",
+        "-c",
+        str(config),
+        "-o",
+        str(out),
+        "--k",
+        "0,2",
+        "--arms",
+        "seg,fd",
+    ]
     assert main([*argv, "--seeds", seeds, "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     assert text.count("skipped (DONE)") == len(study.specs) == (8 if seeds == "3,5" else 4)

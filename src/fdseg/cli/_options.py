@@ -23,6 +23,10 @@ DEFAULT_JOBS = 1
 DEFAULT_PER_GPU = 1
 DEFAULT_DEVICE = "auto"
 DEVICES = ("auto", "cpu", "gpu")
+#: The default experiment directory of each study command: ``runs/<command>``.
+DEFAULT_OUT = {
+    name: Path("runs") / name for name in ("sweep", "table1", "data-addition", "robustness", "multiclass")
+}
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML experiment config.")]
 StudyConfigOpt = Annotated[
@@ -78,11 +82,6 @@ ArrayOpt = Annotated[
 ]
 
 
-def default_out(command: str) -> Path:
-    """The default experiment directory of a study command: ``runs/<command>`` (e.g. ``runs/table1``)."""
-    return Path("runs") / command
-
-
 def seed_list(text: str) -> tuple[int, ...]:
     """``--seeds`` of every study command (see :func:`fdseg.experiments.sweep.parse_seeds`).
 
@@ -95,7 +94,11 @@ def seed_list(text: str) -> tuple[int, ...]:
 
 
 def check_device(device: str) -> str:
-    """``device`` when it is one of ``auto``, ``cpu``, ``gpu`` (``ValueError`` naming ``--device`` otherwise)."""
+    """``device`` when it is ``auto``, ``cpu`` or ``gpu``.
+
+    Raises:
+        ValueError: another value (naming ``--device``).
+    """
     if device not in DEVICES:
         raise ValueError(f"--device must be auto, cpu or gpu, got {device!r}")
     return device
@@ -122,7 +125,7 @@ def visible_gpus(device: str) -> list[str]:
 
 
 def local_executor(*, jobs: int, per_gpu: int, device: str, threads: int | None = None) -> LocalExecutor:
-    """The executor of ``--jobs``/``--per-gpu``/``--threads``/``--device``: one ``fdseg train`` process per run.
+    """The executor of ``--jobs``/``--per-gpu``/``--threads``/``--device``: a ``fdseg train`` process a run.
 
     On GPUs, ``per_gpu`` runs share each visible GPU; on the CPU, ``jobs`` runs at a time. Each run gets
     ``threads`` torch threads (default: the CPU cores divided by the runs in flight).

@@ -12,6 +12,7 @@ from fdseg.cli import _echo, app, experiment_app
 from fdseg.cli._options import (
     DEFAULT_DEVICE,
     DEFAULT_JOBS,
+    DEFAULT_OUT,
     DEFAULT_PER_GPU,
     DeviceOpt,
     JobsOpt,
@@ -21,7 +22,6 @@ from fdseg.cli._options import (
     SetOpt,
     StudyConfigOpt,
     ThreadsOpt,
-    default_out,
     local_executor,
     seed_list,
 )
@@ -30,7 +30,7 @@ from fdseg.cli._options import (
 @experiment_app.command("multiclass")
 def experiment_multiclass(
     config: StudyConfigOpt = None,
-    out: OutOpt = default_out("multiclass"),
+    out: OutOpt = DEFAULT_OUT["multiclass"],
     seeds: SeedsOpt = "3",
     overrides: SetOpt = None,
     jobs: JobsOpt = DEFAULT_JOBS,

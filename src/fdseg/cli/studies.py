@@ -12,6 +12,7 @@ from fdseg.cli import _CommandFailed, _echo, app, experiment_app
 from fdseg.cli._options import (
     DEFAULT_DEVICE,
     DEFAULT_JOBS,
+    DEFAULT_OUT,
     DEFAULT_PER_GPU,
     ArrayOpt,
     ConfigOpt,
@@ -29,10 +30,10 @@ from fdseg.cli._options import (
     ThreadsOpt,
     TimeOpt,
     check_device,
-    default_out,
     local_executor,
     seed_list,
 )
+
 
 def _executor(
     exp: Path,
@@ -88,7 +89,7 @@ def _finish_local(results: Any, runs: Any, exp: Path, start: float) -> None:
 @app.command()
 def sweep(
     config: ConfigOpt,
-    out: OutOpt = default_out("sweep"),
+    out: OutOpt = DEFAULT_OUT["sweep"],
     grid: Annotated[
         list[str] | None, typer.Option("--grid", "-g", help="key=v1,v2,… (repeat for a Cartesian product).")
     ] = None,
@@ -211,7 +212,7 @@ def compare(
 @experiment_app.command("table1")
 def table1(
     config: ConfigOpt,
-    out: OutOpt = default_out("table1"),
+    out: OutOpt = DEFAULT_OUT["table1"],
     seeds: SeedsOpt = "5",
     folds: FoldsOpt = None,
     models: Annotated[
@@ -287,4 +288,3 @@ def table1(
     _echo(text)
     _echo(f"\ntable:   {out / 'table1.txt'} (and table1.csv, table1_per_seed.csv)")
     _finish_local(results, runs, out, start)
-

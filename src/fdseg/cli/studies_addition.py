@@ -11,6 +11,7 @@ from fdseg.cli import _echo, app, experiment_app
 from fdseg.cli._options import (
     DEFAULT_DEVICE,
     DEFAULT_JOBS,
+    DEFAULT_OUT,
     DEFAULT_PER_GPU,
     DeviceOpt,
     JobsOpt,
@@ -20,7 +21,6 @@ from fdseg.cli._options import (
     SetOpt,
     StudyConfigOpt,
     ThreadsOpt,
-    default_out,
     local_executor,
     seed_list,
 )
@@ -153,7 +153,7 @@ def _run_and_report(study: Any, executor: Any, extra: Any = None) -> None:
 @experiment_app.command("data-addition")
 def data_addition(
     config: StudyConfigOpt = None,
-    out: OutOpt = default_out("data-addition"),
+    out: OutOpt = DEFAULT_OUT["data-addition"],
     k: Annotated[str | None, typer.Option("--k", help="Added counts, e.g. 0,8,15,30.")] = None,
     fractions: Annotated[
         str | None, typer.Option("--fractions", help="Fractions of the novel training pool (0,0.25,0.5,1).")
@@ -193,7 +193,7 @@ def data_addition(
 @experiment_app.command("robustness")
 def robustness(
     config: StudyConfigOpt = None,
-    out: OutOpt = default_out("robustness"),
+    out: OutOpt = DEFAULT_OUT["robustness"],
     sigmas: Annotated[str, typer.Option(help="Noise σ for images in [0, 1].")] = "0,0.05,0.1,0.15,0.2",
     apply_to: Annotated[str, typer.Option(help="all, train or test (validation follows training).")] = "all",
     arms: Annotated[str, typer.Option(help="Arms: seg, fd, fd_exch, con, deeps.")] = "seg,fd,con,deeps",

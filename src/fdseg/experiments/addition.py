@@ -196,9 +196,7 @@ def plan_data_addition(
                 data = {"novel_k": count, "novel_fraction": None}
                 specs.append(RunSpec(name, arm_config(cfg, arm, seed, data), out / name))
                 keys[name] = (arm, float(count), seed)
-    return Study(
-        "data-addition", out, cfg, arm_list, seed_values, [float(c) for c in counts], specs, keys
-    )
+    return Study("data-addition", out, cfg, arm_list, seed_values, [float(c) for c in counts], specs, keys)
 
 
 def plan_robustness(

@@ -532,16 +532,18 @@ def train_nnunet(
 def _checkpoint_globals() -> list[Any]:
     """What an nnU-Net checkpoint holds besides tensors, plain containers and ``torch.device``: NumPy scalars
     (the logged losses and Dice, ``_best_ema``) and their dtypes, under NumPy 2's and NumPy 1's names."""
-    scalar = np._core.multiarray.scalar
+    core: Any = getattr(np, "_core", None) or np.core  # NumPy 2, NumPy 1
+    scalar = core.multiarray.scalar
+    names = ("numpy._core.multiarray.scalar", "numpy.core.multiarray.scalar")  # as pickled by NumPy 2 / 1
     dtypes = [type(np.dtype(name)) for name in ("float64", "float32", "float16", "int64", "int32", "bool")]
-    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtypes]
+    return [*((scalar, name) for name in names), np.dtype, *dtypes]
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read an nnU-Net checkpoint (``checkpoint_final.pth``, …) on the CPU without running arbitrary code.
 
-    ``torch.load(weights_only=True)`` with only NumPy's scalar and dtype types allowed beyond what torch allows
-    by default; a file that needs anything else (another trainer's objects, a tampered file) is refused.
+    ``torch.load(weights_only=True)``, with only NumPy's scalar and dtype types allowed beyond torch's
+    defaults; a file that needs anything else (another trainer's objects, a tampered file) is refused.
 
     Returns:
         The checkpoint dict (``network_weights``, ``trainer_name``, ``init_args``, ``logging``, …).
@@ -556,9 +558,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         except pickle.UnpicklingError:
             try:
                 extra = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-            except Exception:  # noqa: BLE001 - the names are a courtesy; the refusal stands without them
+            except Exception:
                 extra = []
-            allowed = {f"{g.__module__}.{g.__name__}" for g in _checkpoint_globals() if not isinstance(g, tuple)}
+            allowed = {
+                f"{g.__module__}.{g.__name__}" for g in _checkpoint_globals() if not isinstance(g, tuple)
+            }
             needed = [g for g in extra if g not in allowed and g != "numpy.core.multiarray.scalar"]
             raise ValueError(
                 f"{path}: refused to load: the file holds Python objects beyond tensors, NumPy scalars and "

@@ -110,7 +110,9 @@ class Page:
         empty = [
             c
             for c in frame.columns
-            if frame[c].map(lambda v: v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) or v == "").all()
+            if frame[c]
+            .map(lambda v: v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) or v == "")
+            .all()
         ]
         if empty and len(empty) < len(frame.columns):
             frame = frame.drop(columns=empty)
