@@ -77,7 +77,7 @@ def test_config_folds_checked_and_run_split_is_the_fold(tmp_path: Path) -> None:
     from fdseg.training.config import ExperimentConfig
     from fdseg.training.data import build_run_data
 
-    with pytest.raises(ValueError, match=r"data\.folds must be >= 2"):
+    with pytest.raises(ValueError, match=r"data\.folds must be an int >= 2"):
         ExperimentConfig().with_overrides(["data.folds=1"])
     with pytest.raises(ValueError, match=r"data.fold must be in \[0, 2\]"):
         ExperimentConfig().with_overrides(["data.folds=3", "data.fold=3"])

@@ -28,7 +28,14 @@ def tiny_config(data_dir: Path, **sections: dict[str, object]) -> ExperimentConf
         "model": {"name": "unet", "kwargs": {"base_width": 4, "depth": 2}},
         "loss": {"fd": True, "lambda_kwargs": {"lambda_max": 0.01, "ramp_epochs": 1}},
         "optim": {"lr": 1e-3},
-        "train": {"epochs_phase1": 2, "epochs_phase2": 2, "batch_size": 4, "progress_bar": False},
+        # last.ckpt after every epoch (the default cadence, 120 s, is tested on its own)
+        "train": {
+            "epochs_phase1": 2,
+            "epochs_phase2": 2,
+            "batch_size": 4,
+            "progress_bar": False,
+            "checkpoint_every_s": 1e-9,
+        },
     }
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)

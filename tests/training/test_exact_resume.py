@@ -32,8 +32,8 @@ cfg = ExperimentConfig.from_yaml(sys.argv[1])
 kill_after = int(sys.argv[3])
 
 class KillAfter(pl.Callback):
-    def on_train_epoch_end(self, trainer, module):
-        if module.global_epoch == kill_after:  # after RunRecorder wrote this epoch's checkpoints
+    def on_train_epoch_start(self, trainer, module):
+        if module.global_epoch == kill_after + 1:  # epoch kill_after and its checkpoints are written
             os.kill(os.getpid(), signal.SIGKILL)
 
 torch.set_num_threads(1)  # as the test process (float sums depend on the thread count)

@@ -20,8 +20,9 @@ class _CrashAfter(pl.Callback):
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if pl_module.global_epoch == self.epoch:  # type: ignore[attr-defined]
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after epoch ``self.epoch`` and its checkpoint
+        if pl_module.global_epoch == self.epoch + 1:  # type: ignore[attr-defined]
             raise RuntimeError("simulated crash")
 
 

@@ -179,8 +179,11 @@ def test_stale_lock_is_taken_over_with_a_message(
 
 # -- env.json and split.json ------------------------------------------------------------------------------
 class _Crash(pl.Callback):
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        raise RuntimeError("simulated crash")
+    """A crash after epoch 0 and its checkpoint."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == 1:
+            raise RuntimeError("simulated crash")
 
 
 def test_rerun_keeps_env_json_and_appends_its_environment(tmp_path: Path, data_dir: Path, tiny: Tiny) -> None:

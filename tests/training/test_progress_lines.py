@@ -44,8 +44,11 @@ def test_train_prints_summary_epoch_lines_and_outcome(
 
 
 class _Crash(pl.Callback):
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        raise RuntimeError("simulated crash")
+    """A crash after epoch 0 and its checkpoint."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == 1:
+            raise RuntimeError("simulated crash")
 
 
 def test_a_resumed_run_says_where_it_resumes(tmp_path: Path, data_dir: Path, tiny: Tiny) -> None:
@@ -82,3 +85,9 @@ def test_a_run_that_learnt_nothing_ends_with_warnings(tmp_path: Path) -> None:
     )
     _table(run / "test" / "per_sample.csv", [{"id": "a", "tp": 1, "fp": 0, "fn": 5, "tn": 94}])
     assert not [s for s in outcome_lines(run) if s.startswith("warning")]
+    # a constant all-foreground prediction: no true or false negatives anywhere
+    _table(run / "test" / "per_sample.csv", [{"id": i, "tp": 5, "fp": 95, "fn": 0, "tn": 0} for i in "abc"])
+    assert (
+        "warning: every test prediction is all foreground (3 images): the model marks every pixel, so its "
+        "Dice is only the foreground fraction"
+    ) in outcome_lines(run)

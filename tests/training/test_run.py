@@ -83,13 +83,13 @@ def test_train_evaluate_predict(tmp_path: Path, data_dir: Path, tiny: Tiny) -> N
 
 
 class _StopAt(pl.Callback):
-    """Simulate a crash at the end of a given global epoch (after its checkpoint is written)."""
+    """Simulate a crash after a given global epoch (at the next one's start, its checkpoint written)."""
 
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if pl_module.global_epoch == self.epoch:  # type: ignore[attr-defined]
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if pl_module.global_epoch == self.epoch + 1:  # type: ignore[attr-defined]
             raise RuntimeError("simulated crash")
 
 

@@ -38,7 +38,7 @@ import pandas as pd
 from fdseg.data.cache import CachedDataset
 from fdseg.data.open import open_dataset
 from fdseg.data.pooling import addition_counts, novel_training_ids
-from fdseg.experiments.divergence import SubsetRule, divergence_study
+from fdseg.experiments.divergence import SubsetRule, divergence_study, json_text
 from fdseg.experiments.executors import LocalExecutor, RunResult, RunSpec
 from fdseg.metrics.stats import compare_seeds, t_ci
 from fdseg.training.config import ExperimentConfig
@@ -442,7 +442,7 @@ def write_outputs(
     frame.to_csv(paths["results"], index=False)
     payload = {"kind": study.kind, "arms": study.arms, "seeds": study.seeds, "conditions": study.conditions,
                **summary, **(extra or {})}  # fmt: skip
-    paths["summary"].write_text(json.dumps(_finite(payload), indent=2) + "\n", encoding="utf-8")
+    paths["summary"].write_text(json_text(payload), encoding="utf-8")
     paths["text"].write_text(format_summary(study, summary) + "\n", encoding="utf-8")
     (out / "figures").mkdir(exist_ok=True)
     xlabel = "novel images added (k)" if study.kind == "data-addition" else "noise σ"
@@ -452,16 +452,6 @@ def write_outputs(
     paths["figure"] = out / "figures" / f"{study.kind}.png"
     fig.savefig(paths["figure"], dpi=100)
     return paths
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 def addition_divergence(study: Study) -> list[dict[str, Any]]:

@@ -86,8 +86,13 @@ class DivergenceResult:
             writer.writeheader()
             writer.writerows(self.rows)
         payload = {"settings": self.settings, "meta": self.meta, "rows": self.rows}
-        json_path.write_text(json.dumps(_finite(payload), indent=2) + "\n", encoding="utf-8")
+        json_path.write_text(json_text(payload), encoding="utf-8")
         return csv_path, json_path
+
+
+def json_text(payload: Any) -> str:
+    """``payload`` as indented JSON text ending in a newline, with NaN and ±inf floats written as ``null``."""
+    return json.dumps(_finite(payload), indent=2) + "\n"
 
 
 def _finite(value: Any) -> Any:

@@ -25,6 +25,7 @@ import pandas as pd
 import yaml
 
 from fdseg._io import atomic_write_text
+from fdseg.experiments.compare import flat_keys
 from fdseg.experiments.executors import (
     InlineExecutor,
     LocalExecutor,
@@ -285,16 +286,6 @@ def expand(
     return out
 
 
-def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, Mapping) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def claim_experiment(exp_dir: str | Path, kind: str, base: ExperimentConfig, **settings: Any) -> Path:
     """Make ``exp_dir`` an experiment of ``kind`` from ``base``, or check that it already is one.
 
@@ -316,8 +307,8 @@ def claim_experiment(exp_dir: str | Path, kind: str, base: ExperimentConfig, **s
             raise ValueError(
                 f"{exp} was made by `fdseg {saved.get('kind')}`, not `fdseg {kind}`; use another -o directory"
             )
-        old = _flat(ExperimentConfig.from_dict(saved.get("config", {}), source=str(marker)).to_dict())
-        new = _flat(base.to_dict())
+        old = flat_keys(ExperimentConfig.from_dict(saved.get("config", {}), source=str(marker)).to_dict())
+        new = flat_keys(base.to_dict())
         diff = sorted(
             k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RUNTIME_KEYS
         )

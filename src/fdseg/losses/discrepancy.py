@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -42,6 +42,14 @@ from fdseg.losses.functional import (
     check_pairing_options,
     options_from_kwargs,
 )
+
+
+class _Exchange(NamedTuple):
+    """The pairs of one call of an exchangeable loss (``(P, 2)`` anchor/partner rows) and whether they are
+    cross-source pairs (both directions)."""
+
+    pairs: Tensor
+    cross: bool
 
 
 class LossOutput(NamedTuple):
@@ -212,19 +220,62 @@ class FeatureDiscrepancyLoss(nn.Module):
             ValueError: a layer missing from ``features`` (the message lists the names it has), bad shapes or
                 mask values, unknown or negative weights.
         """
-        sizes = self._check_inputs(features, mask)
-        layer_weights = self._weights_for_call(weights)
+        return self._sum_layers(features, *self._prepare(features, mask, weights))
+
+    def _target(self, mask: Tensor) -> Tensor:
+        """The mask the layers are measured against (the per-class losses turn class maps into channels)."""
+        return mask
+
+    def _prepare(
+        self, features: Mapping[str, Tensor], mask: Tensor, weights: Mapping[str, float] | None
+    ) -> tuple[Tensor, dict[str, tuple[int, int]], dict[str, float]]:
+        """Every check of a call, before any computation: ``(target mask, layer sizes, layer weights)``."""
+        target = self._target(mask)
+        return target, self._check_inputs(features, target), self._weights_for_call(weights)
+
+    def _layer_terms(
+        self, name: str, gaps: _Gaps, exchange: _Exchange | None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """One layer's differentiable value (L_fd^l, plus L_fd,exch^l with ``exchange``) and logged terms."""
+        fd = _fd_from_gaps(gaps, self.options)
+        if exchange is None:
+            return fd.value, {f"fd/{name}": fd.value.detach()}
+        _, _, exch = _exchange_from_gaps(gaps, exchange.pairs, exchange.cross, self.options)
+        return fd.value + exch, {f"fd/{name}": fd.value.detach(), f"fd_exch/{name}": exch.detach()}
+
+    def _sum_layers(
+        self,
+        features: Mapping[str, Tensor],
+        mask: Tensor,
+        sizes: dict[str, tuple[int, int]],
+        layer_weights: dict[str, float],
+        exchange: _Exchange | None = None,
+    ) -> LossOutput:
+        """``sum_l w_l * value_l`` over :meth:`_layer_terms` (a layer of weight 0 without autograd)."""
         masks: dict[Any, Tensor] = {}
         total = mask.new_zeros((), dtype=torch.float32)
         terms: dict[str, Tensor] = {}
         for name in self.layers:
             w = layer_weights[name]
             with torch.set_grad_enabled(torch.is_grad_enabled() and w != 0):
-                term = _fd_from_gaps(self._layer_gaps(features[name], mask, sizes[name], masks), self.options)
-            terms[f"fd/{name}"] = term.value.detach()
+                gaps = self._layer_gaps(features[name], mask, sizes[name], masks)
+                value, layer_terms = self._layer_terms(name, gaps, exchange)
+            terms.update(layer_terms)
             if w != 0:
-                total = total + w * term.value
+                total = total + w * value
         return LossOutput(total, terms)
+
+    def _per_image_values(
+        self, features: Mapping[str, Tensor], mask: Tensor, term: Callable[[_Gaps, FdOptions], Any]
+    ) -> dict[str, Tensor]:
+        """``term(gaps, options)``'s ``per_image`` of every layer, NaN where not ``valid``, as float32."""
+        sizes = self._check_inputs(features, mask)
+        masks: dict[Any, Tensor] = {}
+        out: dict[str, Tensor] = {}
+        for name in self.layers:
+            value = term(self._layer_gaps(features[name], mask, sizes[name], masks), self.options)
+            out[name] = torch.where(value.valid, value.per_image, torch.nan).float()
+        return out
 
     @torch.no_grad()
     def per_image(self, features: Mapping[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
@@ -238,13 +289,7 @@ class FeatureDiscrepancyLoss(nn.Module):
             tap name -> (B,) float32, NaN where the image has no foreground or no background at that layer.
             With ``batch="batch_l2"`` each value is the image's value as a batch of one.
         """
-        sizes = self._check_inputs(features, mask)
-        masks: dict[Any, Tensor] = {}
-        out: dict[str, Tensor] = {}
-        for name in self.layers:
-            term = _fd_from_gaps(self._layer_gaps(features[name], mask, sizes[name], masks), self.options)
-            out[name] = torch.where(term.valid, term.per_image, torch.nan).float()
-        return out
+        return self._per_image_values(features, mask, _fd_from_gaps)
 
 
 class ExchangeableFeatureDiscrepancyLoss(FeatureDiscrepancyLoss):
@@ -334,30 +379,17 @@ class ExchangeableFeatureDiscrepancyLoss(FeatureDiscrepancyLoss):
         Raises:
             ValueError: as :meth:`FeatureDiscrepancyLoss.forward`; ``source`` missing for ``cross_source``.
         """
-        sizes = self._check_inputs(features, mask)
-        layer_weights = self._weights_for_call(weights)
+        target, sizes, layer_weights = self._prepare(features, mask, weights)
         pairs, used = _exchange_pairs(
-            mask.shape[0],
+            target.shape[0],
             self.pairing,
             self.shift,
             source,
             generator if generator is not None else self.generator,
             self.independent_permutations,
         )
-        cross = used == "cross_source"
-        masks: dict[Any, Tensor] = {}
-        total = mask.new_zeros((), dtype=torch.float32)
-        terms: dict[str, Tensor] = {}
-        for name in self.layers:
-            w = layer_weights[name]
-            with torch.set_grad_enabled(torch.is_grad_enabled() and w != 0):
-                gaps = self._layer_gaps(features[name], mask, sizes[name], masks)
-                fd = _fd_from_gaps(gaps, self.options)
-                _, _, exch = _exchange_from_gaps(gaps, pairs, cross, self.options)
-            terms[f"fd/{name}"] = fd.value.detach()
-            terms[f"fd_exch/{name}"] = exch.detach()
-            if w != 0:
-                total = total + w * (fd.value + exch)
+        exchange = _Exchange(pairs, used == "cross_source")
+        out = self._sum_layers(features, target, sizes, layer_weights, exchange)
         if self.pairing == "cross_source":
-            terms["fd_exch_fallback"] = torch.tensor(float(used != self.pairing), device=total.device)
-        return LossOutput(total, terms)
+            out.terms["fd_exch_fallback"] = torch.tensor(float(used != self.pairing), device=out.total.device)
+        return out

@@ -39,13 +39,12 @@ from fdseg._names import MULTICLASS_HEADS
 from fdseg.losses.discrepancy import (
     ExchangeableFeatureDiscrepancyLoss,
     FeatureDiscrepancyLoss,
-    LossOutput,
+    _Exchange,
 )
 from fdseg.losses.functional import (
     FdOptions,
     _check_pair,
     _class_values,
-    _exchange_pairs,
     _Gaps,
     _gaps,
     _neg_log,
@@ -226,14 +225,28 @@ def term_name(class_name: str) -> str:
 
 
 class _PerClassMixin:
-    """Shared pieces of the per-class loss modules."""
+    """What makes a loss of :mod:`fdseg.losses.discrepancy` per-class: the target is one channel per class,
+    and a layer's value is the mean over the present classes, with a term per class."""
 
     class_names: tuple[str, ...]
     layers: tuple[str, ...]
     options: FdOptions
 
-    def _onehot(self, mask: Tensor) -> Tensor:
+    def _target(self, mask: Tensor) -> Tensor:
         return class_masks(mask, len(self.class_names))
+
+    def _layer_terms(
+        self, name: str, gaps: _Gaps, exchange: _Exchange | None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        fd = _per_class_from_gaps(gaps, self.options)
+        terms = {f"fd/{name}": fd.value.detach()}
+        class_terms = self._class_terms("fd", name, fd.class_value, fd.class_valid)
+        if exchange is None:
+            return fd.value, {**terms, **class_terms}
+        ex_values, ex_valid, exch = _per_class_exchange(gaps, exchange.pairs, exchange.cross, self.options)
+        terms[f"fd_exch/{name}"] = exch.detach()
+        class_terms.update(self._class_terms("fd_exch", name, ex_values, ex_valid))
+        return fd.value + exch, {**terms, **class_terms}
 
     def _class_terms(self, prefix: str, layer: str, values: Tensor, valid: Tensor) -> dict[str, Tensor]:
         present = valid.tolist()
@@ -252,7 +265,9 @@ class PerClassFeatureDiscrepancyLoss(_PerClassMixin, FeatureDiscrepancyLoss):
         class_names: the K foreground class names (terms ``fd/<layer>/<class>``).
         preset, layer_weights, check_mask, **options: as :class:`FeatureDiscrepancyLoss`.
 
-    ``forward(features, mask)`` takes either mask form of :func:`class_masks`.
+    ``forward(features, mask, source=None, *, weights=None)`` takes either mask form of :func:`class_masks`
+    (a class index > K or one-hot channels summing to more than 1 raise ``ValueError``) and returns
+    ``terms["fd/<layer>"]`` and ``terms["fd/<layer>/<class>"]`` for the classes present in the batch.
 
     Raises:
         ValueError: as :class:`FeatureDiscrepancyLoss`; empty or duplicate class names.
@@ -274,43 +289,6 @@ class PerClassFeatureDiscrepancyLoss(_PerClassMixin, FeatureDiscrepancyLoss):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, classes={list(self.class_names)}"
 
-    def forward(
-        self,
-        features: Mapping[str, Tensor],
-        mask: Tensor,
-        source: Tensor | None = None,
-        *,
-        weights: Mapping[str, float] | None = None,
-    ) -> LossOutput:
-        """``sum_l w_l * L^l`` with ``terms["fd/<layer>"]`` and ``terms["fd/<layer>/<class>"]``.
-
-        Args:
-            features: tap name -> (B, C, h, w) float.
-            mask: class-index map (B, 1, H, W) int or one-hot (B, K, H, W).
-            source: unused (shared signature).
-            weights: per-call λ_l.
-
-        Raises:
-            ValueError: bad mask (class index > K, one-hot sums > 1), missing layers, bad weights.
-        """
-        onehot = self._onehot(mask)
-        sizes = self._check_inputs(features, onehot)
-        layer_weights = self._weights_for_call(weights)
-        masks: dict[Any, Tensor] = {}
-        total = onehot.new_zeros((), dtype=torch.float32)
-        terms: dict[str, Tensor] = {}
-        for name in self.layers:
-            w = layer_weights[name]
-            with torch.set_grad_enabled(torch.is_grad_enabled() and w != 0):
-                term = _per_class_from_gaps(
-                    self._layer_gaps(features[name], onehot, sizes[name], masks), self.options
-                )
-            terms[f"fd/{name}"] = term.value.detach()
-            terms.update(self._class_terms("fd", name, term.class_value, term.class_valid))
-            if w != 0:
-                total = total + w * term.value
-        return LossOutput(total, terms)
-
     @torch.no_grad()
     def per_image_class(self, features: Mapping[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
         """Per-image, per-class L_fd of every layer: tap name -> (B, K) float32, NaN where a class is absent.
@@ -318,16 +296,7 @@ class PerClassFeatureDiscrepancyLoss(_PerClassMixin, FeatureDiscrepancyLoss):
         Raises:
             ValueError: as :meth:`forward`.
         """
-        onehot = self._onehot(mask)
-        sizes = self._check_inputs(features, onehot)
-        masks: dict[Any, Tensor] = {}
-        out: dict[str, Tensor] = {}
-        for name in self.layers:
-            term = _per_class_from_gaps(
-                self._layer_gaps(features[name], onehot, sizes[name], masks), self.options
-            )
-            out[name] = torch.where(term.valid, term.per_image, torch.nan).float()
-        return out
+        return self._per_image_values(features, self._target(mask), _per_class_from_gaps)
 
     @torch.no_grad()
     def per_image(self, features: Mapping[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
@@ -347,6 +316,10 @@ class PerClassExchangeableFeatureDiscrepancyLoss(_PerClassMixin, ExchangeableFea
         layers, class_names: as :class:`PerClassFeatureDiscrepancyLoss`.
         preset, layer_weights, pairing, shift, independent_permutations, generator, seed, check_mask,
             **options: as :class:`ExchangeableFeatureDiscrepancyLoss`.
+
+    ``forward`` takes the arguments of :meth:`ExchangeableFeatureDiscrepancyLoss.forward` with either mask
+    form of :func:`class_masks`, and adds ``fd_exch/<layer>[/<class>]`` terms to those of
+    :class:`PerClassFeatureDiscrepancyLoss`.
     """
 
     def __init__(
@@ -359,47 +332,6 @@ class PerClassExchangeableFeatureDiscrepancyLoss(_PerClassMixin, ExchangeableFea
     ) -> None:
         super().__init__(layers, preset, layer_weights, **kwargs)
         self.class_names = _check_class_names(class_names)
-
-    def forward(
-        self,
-        features: Mapping[str, Tensor],
-        mask: Tensor,
-        source: Tensor | None = None,
-        *,
-        weights: Mapping[str, float] | None = None,
-        generator: torch.Generator | None = None,
-    ) -> LossOutput:
-        """As :meth:`PerClassFeatureDiscrepancyLoss.forward`, plus ``fd_exch/<layer>[/<class>]`` terms."""
-        onehot = self._onehot(mask)
-        sizes = self._check_inputs(features, onehot)
-        layer_weights = self._weights_for_call(weights)
-        pairs, used = _exchange_pairs(
-            onehot.shape[0],
-            self.pairing,
-            self.shift,
-            source,
-            generator if generator is not None else self.generator,
-            self.independent_permutations,
-        )
-        cross = used == "cross_source"
-        masks: dict[Any, Tensor] = {}
-        total = onehot.new_zeros((), dtype=torch.float32)
-        terms: dict[str, Tensor] = {}
-        for name in self.layers:
-            w = layer_weights[name]
-            with torch.set_grad_enabled(torch.is_grad_enabled() and w != 0):
-                gaps = self._layer_gaps(features[name], onehot, sizes[name], masks)
-                fd = _per_class_from_gaps(gaps, self.options)
-                ex_values, ex_valid, exch = _per_class_exchange(gaps, pairs, cross, self.options)
-            terms[f"fd/{name}"] = fd.value.detach()
-            terms[f"fd_exch/{name}"] = exch.detach()
-            terms.update(self._class_terms("fd", name, fd.class_value, fd.class_valid))
-            terms.update(self._class_terms("fd_exch", name, ex_values, ex_valid))
-            if w != 0:
-                total = total + w * (fd.value + exch)
-        if self.pairing == "cross_source":
-            terms["fd_exch_fallback"] = torch.tensor(float(used != self.pairing), device=total.device)
-        return LossOutput(total, terms)
 
 
 # -- segmentation losses of the heads ----------------------------------------------------------------------

@@ -200,7 +200,7 @@ def build_task(
         optim=cfg.optim,
         epoch_offset=phase.epoch_offset,
         phase=phase.index,
-        channels_last=cuda,
+        channels_last=cuda if cfg.train.channels_last is None else cfg.train.channels_last,
         fused_adamw=cuda,
         head=head,
         aux_losses=[baseline] if baseline is not None else [],

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from fdseg.data.base import official_split_ids
 from fdseg.data.cache import CachedDataset
-from fdseg.data.cache import resize_image as _resize_image
 from fdseg.data.errors import SplitError
 from fdseg.data.formats._io import read_image
 from fdseg.data.noise import GaussianNoise
@@ -72,11 +72,8 @@ class ImageView:
     def of(cls, data: CachedDataset) -> ImageView:
         """The image view of ``data``."""
         records = data.records
-        official: dict[str, list[str]] = {}
-        for record in records:
-            if record.split is not None:
-                official.setdefault(record.split, []).append(record.id)
-        return cls([r.id for r in records], [r.group for r in records], official or None)
+        official = official_split_ids((r.id, r.split) for r in records)
+        return cls([r.id for r in records], [r.group for r in records], official)
 
     def official_split(self) -> dict[str, list[str]] | None:
         """Image ids per official split."""
@@ -210,8 +207,7 @@ class RunData:
         Without tiling these are the cached (resized) images; with tiling the native-resolution images,
         put back together from their tiles (the tiles cover every pixel).
         """
-        if name not in SPLIT_NAMES:
-            raise ValueError(f"unknown split {name!r}; valid: {SPLIT_NAMES}")
+        _check_split_name(name)
         if self._index is None:
             self._index = image_items(self.base)
         for image_id in self.split[name]:
@@ -249,8 +245,7 @@ class RunData:
 
     def eval_loader(self, name: str, batch_size: int) -> DataLoader[Any]:
         """Un-augmented, unshuffled loader of one split of the base site."""
-        if name not in SPLIT_NAMES:
-            raise ValueError(f"unknown split {name!r}; valid: {SPLIT_NAMES}")
+        _check_split_name(name)
         return DataLoader(
             self._dataset(name, train=False),
             batch_size=batch_size,
@@ -258,6 +253,11 @@ class RunData:
             num_workers=self.num_workers,
             collate_fn=collate,
         )
+
+
+def _check_split_name(name: str) -> None:
+    if name not in SPLIT_NAMES:
+        raise ValueError(f"unknown split {name!r}; valid: {SPLIT_NAMES}")
 
 
 def derive_seed(*key: int) -> int:
@@ -342,17 +342,26 @@ def _stitch(tiles: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]
     return image, mask
 
 
-def _open_cached(spec: str, cfg: ExperimentConfig, run_dir: Path) -> CachedDataset:
-    raw = open_dataset(spec)
-    if len(raw) == 0:
-        raise SplitError(f"dataset {spec!r} has no images")
+def cache_dataset(raw: Any, cfg: ExperimentConfig, run_dir: Path, *, native: bool = False) -> CachedDataset:
+    """``raw`` cached as the run's data is, in ``data.cache_dir`` (default ``.cache`` beside ``run_dir``).
+
+    With ``data.preprocess: tile``: native-size tiles of ``data.image_size``² at ``data.tile_stride``;
+    otherwise whole images resized to ``data.image_size``² (kept at native size with ``native``). A
+    multi-class head gets the class maps (uint8 labels) as targets instead of the binary foreground.
+    """
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir.parent / ".cache"
     if cfg.data.preprocess == "tile":
         stride = cfg.data.tile_stride or cfg.data.image_size
         return CachedDataset(raw, None, cache_dir, tile=cfg.data.image_size, stride=stride)
-    # a multi-class head trains on the class maps (uint8 labels) instead of the binary foreground
     target = "classes" if cfg.model.head != "binary" else "mask"
-    return CachedDataset(raw, cfg.data.image_size, cache_dir, target=target)
+    return CachedDataset(raw, None if native else cfg.data.image_size, cache_dir, target=target)
+
+
+def _open_cached(spec: str, cfg: ExperimentConfig, run_dir: Path) -> CachedDataset:
+    raw = open_dataset(spec)
+    if len(raw) == 0:
+        raise SplitError(f"dataset {spec!r} has no images")
+    return cache_dataset(raw, cfg, run_dir)
 
 
 def build_run_data(cfg: ExperimentConfig, run_dir: str | Path, *, write_split: bool = True) -> RunData:
@@ -512,8 +521,3 @@ def load_image(path: Path, *, channels: int) -> np.ndarray:
     """Decode an image file like the loaders do: (H, W, channels) uint8."""
     image, _info = read_image(path, channels=channels)
     return image
-
-
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize (H, W, C) uint8 to (size, size, C) like the cache does."""
-    return _resize_image(image, (size, size))

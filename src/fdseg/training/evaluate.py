@@ -56,17 +56,17 @@ from monai.inferers.inferer import SlidingWindowInferer
 from PIL import Image
 from scipy import ndimage
 
-from fdseg._checks import check_option, did_you_mean
-from fdseg.data.cache import CachedDataset, resize_mask
+from fdseg._checks import check_option
+from fdseg._io import atomic_path, atomic_write_text
 from fdseg.data.cache import resize_image as resize_to
+from fdseg.data.cache import resize_mask
 from fdseg.data.formats._io import image_size
 from fdseg.data.open import open_dataset
 from fdseg.data.splits import load_splits
 from fdseg.metrics import confusion_counts, metrics_from_counts, soft_batch_dice
 from fdseg.models import FeatureTap
 from fdseg.training.build import build_fd_probe, build_model, tap_layers
-from fdseg.training.data import RunData, build_run_data, load_image
-from fdseg.training.history import atomic_write_text
+from fdseg.training.data import RunData, build_run_data, cache_dataset, load_image
 from fdseg.training.rundir import Runtime, load_model_weights, read_config, write_json
 
 if TYPE_CHECKING:
@@ -132,10 +132,7 @@ def view_tensor(x: torch.Tensor, view: str) -> torch.Tensor:
 
 
 def _checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
-    if checkpoint not in CHECKPOINTS:
-        raise ValueError(
-            f"unknown checkpoint {checkpoint!r}{did_you_mean(checkpoint, CHECKPOINTS)} valid: {CHECKPOINTS}"
-        )
+    check_option("checkpoint", checkpoint, CHECKPOINTS)
     path = run_dir / "checkpoints" / f"{checkpoint}.ckpt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (train the run first: fdseg train --out {run_dir})")
@@ -177,14 +174,7 @@ def _external_data(cfg: Any, run_dir: Path, spec: str, *, native: bool) -> tuple
             f"--data {spec!r}: {len(unlabelled)} of {len(records)} images have no ground-truth mask "
             f"(e.g. {unlabelled[0].image}); external evaluation needs one for every image"
         )
-    cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir.parent / ".cache"
-    if cfg.data.preprocess == "tile":
-        stride = cfg.data.tile_stride or cfg.data.image_size
-        cached = CachedDataset(raw, None, cache_dir, tile=cfg.data.image_size, stride=stride)
-    elif native:
-        cached = CachedDataset(raw, None, cache_dir)
-    else:
-        cached = CachedDataset(raw, cfg.data.image_size, cache_dir)
+    cached = cache_dataset(raw, cfg, run_dir, native=native)
     channels = int(np.asarray(cached[0]["image"]).shape[-1])
     if channels != cfg.model.in_channels:
         raise ValueError(
@@ -391,8 +381,12 @@ def _coverage(data: RunData, ids: Sequence[str]) -> dict[str, Any]:
     return {"n_images": len(ids), "n_groups": n_groups, "warnings": warnings}
 
 
-def _fd_row(fd_values: dict[str, torch.Tensor], b: int) -> dict[str, float]:
-    return {f"fd/{layer}": float(values[b]) for layer, values in fd_values.items()}
+def _row(
+    sample_id: str, view: str, source: int, metrics: dict[str, Any], fd: dict[str, Any], b: int
+) -> dict[str, Any]:
+    """A per-sample row: id, view, source, :func:`_metric_row` ``metrics``, ``fd/<layer>`` of sample ``b``."""
+    fd_row = {f"fd/{layer}": float(values[b]) for layer, values in fd.items()}
+    return {"id": sample_id, "view": view, "source": source, **metrics, **fd_row}
 
 
 def _batched_rows(
@@ -417,14 +411,9 @@ def _batched_rows(
             features = {k: v.float() for k, v in feats.items()}
             fd_values = probe.per_image(features, mask)  # layer -> (B,), NaN where no fg or no bg
             for b, sample_id in enumerate(batch["id"]):
-                row: dict[str, Any] = {
-                    "id": sample_id,
-                    "view": view,
-                    "source": int(sources[b]) if sources is not None else 0,
-                }
-                row.update(_metric_row(logits[b : b + 1], mask[b : b + 1]))
-                row.update(_fd_row(fd_values, b))
-                rows.append(row)
+                source = int(sources[b]) if sources is not None else 0
+                metrics = _metric_row(logits[b : b + 1], mask[b : b + 1])
+                rows.append(_row(sample_id, view, source, metrics, fd_values, b))
             if not data.tiled:
                 soft[view].append(float(soft_batch_dice(torch.sigmoid(logits), mask)))
     return rows
@@ -458,10 +447,8 @@ def _native_rows(
             fd_values = probe.per_image(features, _mask_tensor(small_mask).to(device))
             probs = resize_probabilities(torch.sigmoid(logits), mask.shape)
             target = _mask_tensor(mask).to(device)
-            row: dict[str, Any] = {"id": image_id, "view": view, "source": 0}
-            row.update(_metric_row(probs, target, from_logits=False))
-            row.update(_fd_row(fd_values, 0))
-            rows.append(row)
+            metrics = _metric_row(probs, target, from_logits=False)
+            rows.append(_row(image_id, view, 0, metrics, fd_values, 0))
             soft[view].append(float(soft_batch_dice(probs, target)))
     return rows
 
@@ -786,15 +773,14 @@ def contour_overlay(
 
 
 def _write_image(target: Path, array: np.ndarray, fmt: str = "png") -> Path:
-    """Write ``array`` to ``target`` through a temporary file (PNG by Pillow, TIFF by tifffile)."""
-    tmp = target.with_name(target.name + ".tmp")
-    if fmt == "tiff":
-        import tifffile
+    """Write ``array`` to ``target`` atomically (PNG by Pillow, TIFF by tifffile)."""
+    with atomic_path(target) as tmp:
+        if fmt == "tiff":
+            import tifffile
 
-        tifffile.imwrite(tmp, array)
-    else:
-        Image.fromarray(array).save(tmp, format="PNG")
-    tmp.replace(target)
+            tifffile.imwrite(tmp, array)
+        else:
+            Image.fromarray(array).save(tmp, format="PNG")
     return target
 
 
@@ -871,10 +857,7 @@ def predict(
     cfg, model, device = _load(run_dir, checkpoint, runtime or Runtime())
     mode = mode or default_predict_mode(cfg)
     scale = training_scale(cfg, run_dir) if mode == "sliding" else (1.0, 1.0)
-    out.mkdir(parents=True, exist_ok=True)
-    for sub, wanted in (("probs", save_probs is not None), ("overlays", overlay)):
-        if wanted:
-            (out / sub).mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # the sub-folders are created by their first file
     written: list[Path] = []
     for path in paths:
         array = load_image(path, channels=cfg.model.in_channels)  # (H, W, C) uint8

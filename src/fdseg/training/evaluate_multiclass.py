@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fdseg._io import atomic_write_text
 from fdseg.metrics.multiclass import (
     AGGREGATION,
     DEFAULT_CLASS_EMPTY_POLICY,
@@ -31,7 +32,6 @@ from fdseg.models import FeatureTap
 from fdseg.training.build import build_fd_probe, tap_layers
 from fdseg.training.data import RunData
 from fdseg.training.heads import MulticlassHead, build_head, nan_to_none
-from fdseg.training.history import atomic_write_text
 
 METRICS = ("dice", "iou", "sensitivity", "specificity", "precision")
 

@@ -10,21 +10,22 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Checkpoint
+
+from fdseg._io import atomic_write_text
+from fdseg.training.phases import Phase
+from fdseg.training.progress import epoch_line
+
+__all__ = ["FIXED_COLUMNS", "EpochRecord", "HistoryWriter"]
+
 FIXED_COLUMNS = ("epoch", "phase", "step", "train_loss", "train_seg", "val_dice", "val_loss")
 _GROUP_ORDER = ("fd/", "fd_exch/", "lambda/")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through ``path.tmp`` and ``os.replace`` (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _column_key(name: str) -> tuple[int, str]:
@@ -76,6 +77,57 @@ class HistoryWriter:
         for row in self.rows:
             writer.writerow({k: _fmt(v) for k, v in row.items()})
         atomic_write_text(self.path, buf.getvalue())
+
+
+class EpochRecord(Checkpoint):
+    """Write each epoch's ``history.csv`` row from ``trainer.callback_metrics`` and say it in one line.
+
+    The row is the epoch, phase and step, then every metric logged for the epoch (the task's epoch means,
+    ``val_dice``/``val_loss`` and ``lambda/<layer>``). It is a :class:`Checkpoint` callback only so that
+    Lightning calls it after ``LightningModule.on_train_epoch_end`` (where the task logs the epoch means)
+    and, listed before :class:`fdseg.training.phases.RunCheckpoint`, before ``last.ckpt`` is written: a run
+    resumed from ``last.ckpt`` never lacks the row of an epoch it has trained.
+
+    Args:
+        history: the run's history writer (rank 0 writes).
+        phase: the phase being trained.
+        echo: where the epoch line goes (``None``: silent); see :func:`epoch_line`.
+        total_epochs: epochs over both phases (for the line).
+    """
+
+    def __init__(
+        self,
+        history: HistoryWriter,
+        phase: Phase,
+        echo: Callable[[str], None] | None = None,
+        total_epochs: int = 0,
+    ) -> None:
+        self.history = history
+        self.phase = phase
+        self.echo = echo
+        self.total_epochs = total_epochs
+        self._started = time.perf_counter()
+
+    @property
+    def state_key(self) -> str:
+        return f"EpochRecord[phase={self.phase.index}]"
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        metrics.setdefault("val_dice", math.nan)
+        metrics.setdefault("val_loss", math.nan)
+        epoch = self.phase.epoch_offset + trainer.current_epoch
+        if trainer.is_global_zero:
+            row = {"epoch": epoch, "phase": self.phase.index, "step": trainer.global_step, **metrics}
+            self.history.append(row)
+            if self.echo is not None:
+                seconds = time.perf_counter() - self._started
+                self.echo(epoch_line(self.phase, trainer.current_epoch, self.total_epochs, metrics, seconds))
 
 
 def _fmt(value: Any) -> Any:

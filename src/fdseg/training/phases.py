@@ -1,11 +1,12 @@
-"""The two training phases and the callback that records them (history rows, best and last checkpoints).
+"""The two training phases and their checkpoints (best weights of each phase, ``last.ckpt`` to resume).
 
 Phase 1 trains with λ = 0 for ``train.epochs_phase1`` epochs and keeps the best validation-Dice weights as
 ``checkpoints/phase1_best.ckpt``. Phase 2 starts from those weights (with a fresh optimiser and a fresh best
 tracker), runs ``train.epochs_phase2`` epochs with the λ strategy switched on and keeps its best as
 ``checkpoints/best.ckpt``. A run without L_fd and without ``compute_matched`` has phase 1 only, whose best is
-copied to ``best.ckpt``. ``checkpoints/last.ckpt`` is rewritten at the end of every epoch of either phase and
-carries the phase number, so an interrupted run resumes where it stopped.
+named ``best.ckpt``. ``checkpoints/last.ckpt`` is rewritten at an epoch's end every
+``train.checkpoint_every_s`` seconds and at each phase's end, and carries the phase number, so an
+interrupted run resumes from it (:class:`RunCheckpoint`).
 
 With an optimiser-step budget (``train.max_steps``) the budget is split between the phases in proportion to
 their epochs and rounded to whole epochs (validation and checkpointing happen at epoch ends), so the steps
@@ -14,20 +15,26 @@ actually taken can differ from the budget by less than one epoch per phase; ``hi
 
 from __future__ import annotations
 
+import copy
 import math
-import os
 import random
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning_utilities.core.apply_func import apply_to_collection
 
+from fdseg._io import atomic_path
 from fdseg.training.config import ExperimentConfig
-from fdseg.training.history import HistoryWriter
 
 
 @dataclass(frozen=True)
@@ -110,91 +117,145 @@ def restore_stream(checkpoint: Mapping[str, Any], stream: Any) -> None:
         set_rng_state(checkpoint["fdseg_rng"])
 
 
-def atomic_save_checkpoint(trainer: pl.Trainer, path: Path) -> None:
-    """Save the trainer's full checkpoint to ``path`` via a temporary file and an atomic rename.
+#: The clock of the checkpoint cadence (seconds, monotonic). Tests replace it to inject time.
+clock: Callable[[], float] = time.monotonic
 
-    Full means weights, optimiser, scheduler, callback and λ states (Lightning's ``weights_only=False``), so
-    an interrupted run resumes exactly. The file holds only tensors and plain containers and is read back
-    with ``torch.load(..., weights_only=True)``.
+
+def _host_copy(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().to("cpu", copy=True)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``torch.save`` checkpoint I/O, written to a temporary file renamed over the target.
+
+    A process killed while saving leaves the previous checkpoint whole (:func:`fdseg._io.atomic_path`).
     """
-    tmp = path.with_name(path.name + ".tmp")
-    trainer.save_checkpoint(tmp, weights_only=False)
-    if trainer.is_global_zero:
-        os.replace(tmp, path)
-    trainer.strategy.barrier("fdseg_checkpoint")
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+    ) -> None:
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
 
 
-class RunRecorder(pl.Callback):
-    """Write one history row per epoch, then ``last.ckpt`` and (on improvement) the phase's best checkpoint.
+class RunCheckpoint(Checkpoint):
+    """The phase's checkpoints: ``last.ckpt`` on a time cadence, the best weights kept in memory.
 
-    The history row is written before the checkpoints, so a run resumed from ``last.ckpt`` never lacks the
-    row of an epoch it has already trained. The best validation Dice survives resumption (callback state).
-    Checkpoints also carry the data stream (``fdseg_stream``) and the global RNG states (``fdseg_rng``), which
-    a resumed run restores, so it continues with the batches the uninterrupted run would have drawn.
+    ``last.ckpt`` is a full checkpoint (weights, optimiser, scheduler, callback and λ states, the data stream
+    and the global RNG states), written at an epoch's end when ``every_s`` seconds have passed since the
+    phase started or since it was last written, and at the phase's end. A run killed between two of them
+    resumes from the last one and repeats the epochs after it exactly (same batches, same RNG draws), so it
+    loses at most ``every_s`` seconds of work.
+
+    The best validation Dice's weights are copied to host memory when the Dice improves (a copy of the
+    module's state dict) and written to the phase's best file (``phase1_best.ckpt`` or ``best.ckpt``: the
+    state dict, the λ state and the ``fdseg`` stamp; no optimiser) before every ``last.ckpt``, at the
+    phase's end and when training stops on an exception (Ctrl-C, SIGTERM, divergence). So the best file on
+    disk is always the one ``last.ckpt``'s best epoch names.
+
+    Lightning calls it after ``LightningModule.on_train_epoch_end`` (it is a :class:`Checkpoint`), so the
+    epoch's λ update is in the saved λ state; under DDP the cadence is rank 0's clock, broadcast.
 
     Args:
         checkpoint_dir: ``<run>/checkpoints``.
-        history: the run's history writer.
         phase: the phase being trained.
+        every_s: seconds between two ``last.ckpt`` (``train.checkpoint_every_s``).
         stream: the run's :class:`fdseg.training.data.DataStream` (``state_dict``/``load_state_dict``).
     """
 
-    def __init__(
-        self, checkpoint_dir: Path, history: HistoryWriter, phase: Phase, stream: Any = None
-    ) -> None:
+    def __init__(self, checkpoint_dir: Path, phase: Phase, every_s: float, stream: Any = None) -> None:
         self.checkpoint_dir = checkpoint_dir
-        self.history = history
         self.phase = phase
+        self.every_s = float(every_s)
         self.stream = stream
         self.best_dice = -math.inf
         self.best_epoch = -1
         self.epoch: int | None = None
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Note the epoch in progress (named when the run is interrupted)."""
-        self.epoch = self.phase.epoch_offset + trainer.current_epoch
+        self._best: dict[str, Any] | None = None  # unwritten best: state dict (host copy) and stamp
+        self._saved_at = 0.0
+        self._saved_epoch: int | None = None
 
     @property
     def state_key(self) -> str:
         return f"RunRecorder[phase={self.phase.index}]"
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._saved_at = clock()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Note the epoch in progress (named when the run is interrupted)."""
+        self.epoch = self.phase.epoch_offset + trainer.current_epoch
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Record the epoch and write checkpoints."""
+        """Keep improved weights in memory; write the checkpoints when ``every_s`` has passed."""
         if trainer.sanity_checking:
             return
-        finish = getattr(pl_module, "finish_epoch", None)
-        if finish is None:
-            raise TypeError(f"RunRecorder needs a SegmentationTask, got {type(pl_module).__name__}")
-        stats: dict[str, float] = finish()
         epoch = self.phase.epoch_offset + trainer.current_epoch
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "phase": self.phase.index,
-            "step": trainer.global_step,
-            **stats,
+        dice = float(trainer.callback_metrics.get("val_dice", math.nan))
+        if not math.isnan(dice) and dice > self.best_dice:
+            self.best_dice, self.best_epoch = dice, epoch
+            if trainer.is_global_zero:
+                self._best = self._best_checkpoint(trainer, pl_module, epoch)
+        due = trainer.strategy.broadcast(clock() - self._saved_at >= self.every_s)
+        if due:
+            self._save(trainer, epoch)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The phase's end: write the best weights and ``last.ckpt`` (unless this epoch's is written)."""
+        epoch = self.phase.epoch_offset + trainer.current_epoch - 1
+        if self._saved_epoch != epoch:
+            self._save(trainer, epoch)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """Interrupted or diverged: write the best weights held in memory (``last.ckpt`` stays)."""
+        self._write_best(trainer)
+
+    def _save(self, trainer: pl.Trainer, epoch: int) -> None:
+        self._write_best(trainer)
+        self._saved_epoch = epoch  # stamped into the checkpoint by on_save_checkpoint
+        trainer.save_checkpoint(self.checkpoint_dir / "last.ckpt", weights_only=False)
+        self._saved_at = clock()
+
+    def _write_best(self, trainer: pl.Trainer) -> None:
+        if self._best is not None and trainer.is_global_zero:
+            trainer.strategy.checkpoint_io.save_checkpoint(
+                self._best, self.checkpoint_dir / self.phase.best_name
+            )
+            self._best = None
+
+    def _best_checkpoint(self, trainer: pl.Trainer, module: pl.LightningModule, epoch: int) -> dict[str, Any]:
+        # a host copy (also of CPU tensors: the live weights keep training); extra states may be dicts
+        state = apply_to_collection(module.state_dict(), torch.Tensor, _host_copy)
+        best: dict[str, Any] = {
+            "state_dict": state,
+            "epoch": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "pytorch-lightning_version": lightning.__version__,
+            "fdseg": self._stamp(epoch),
         }
-        if trainer.is_global_zero:
-            self.history.append(row)
-        dice = stats.get("val_dice", math.nan)
-        improved = not math.isnan(dice) and dice > self.best_dice
-        if improved:
-            self.best_dice = dice
-            self.best_epoch = epoch
-        # checkpoints carry this callback's state, so update it before saving
-        if improved:
-            atomic_save_checkpoint(trainer, self.checkpoint_dir / self.phase.best_name)
-        atomic_save_checkpoint(trainer, self.checkpoint_dir / "last.ckpt")
+        strategy = getattr(module, "lambda_strategy", None)
+        if strategy is not None:
+            best["fdseg_lambda"] = copy.deepcopy(strategy.state_dict())
+        return best
+
+    def _stamp(self, epoch: int) -> dict[str, Any]:
+        return {
+            "phase": self.phase.index,
+            "epoch": epoch,
+            "best_val_dice": self.best_dice,
+            "best_epoch": self.best_epoch,
+        }
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        """Stamp the checkpoint with the phase and epoch it belongs to, the data stream and the RNG states."""
-        checkpoint["fdseg"] = {
-            "phase": self.phase.index,
-            "epoch": self.phase.epoch_offset + trainer.current_epoch,
-            "best_val_dice": self.best_dice,
-            "best_epoch": self.best_epoch,
-        }
+        """Stamp ``last.ckpt`` with the phase and epoch, the data stream and the RNG states."""
+        epoch = self._saved_epoch
+        if epoch is None:
+            epoch = self.phase.epoch_offset + trainer.current_epoch
+        checkpoint["fdseg"] = self._stamp(epoch)
         if self.stream is not None:
             checkpoint["fdseg_stream"] = self.stream.state_dict()
         checkpoint["fdseg_rng"] = rng_state()

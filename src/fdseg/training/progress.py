@@ -9,12 +9,10 @@ from __future__ import annotations
 import csv
 import json
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 from torch import nn
 
 from fdseg.training.config import ExperimentConfig
@@ -64,37 +62,6 @@ def summary_lines(
     return lines
 
 
-class EpochLines(pl.Callback):
-    """One line per finished epoch: phase, epoch of total, train loss, val Dice, λ range, time.
-
-    Must come after :class:`fdseg.training.phases.RunRecorder` in the callback list (it reads the epoch's
-    statistics the recorder computed).
-
-    Args:
-        echo: where the lines go.
-        phase: the phase being trained.
-        total_epochs: epochs over both phases.
-    """
-
-    def __init__(self, echo: Echo, phase: Phase, total_epochs: int) -> None:
-        self.echo = echo
-        self.phase = phase
-        self.total_epochs = total_epochs
-        self._started = time.perf_counter()
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._started = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        stats: Mapping[str, float] = getattr(pl_module, "last_epoch_stats", {})
-        self.echo(epoch_line(self.phase, trainer.current_epoch, self.total_epochs, stats, self._elapsed()))
-
-    def _elapsed(self) -> float:
-        return time.perf_counter() - self._started
-
-
 def epoch_line(
     phase: Phase, epoch_in_phase: int, total_epochs: int, stats: Mapping[str, float], seconds: float
 ) -> str:
@@ -116,7 +83,8 @@ def _fmt(value: float | None) -> str:
 def outcome_lines(run_dir: Path) -> list[str]:
     """After a run: the test Dice with its n, where the outputs are, and warnings when it learnt nothing.
 
-    Warns when the validation Dice is 0 at every epoch, and when every test prediction is empty.
+    Warns when the validation Dice is 0 at every epoch, and when every test prediction is empty or all
+    foreground (a constant prediction).
     """
     lines: list[str] = []
     summary_path = run_dir / "test" / "summary.json"
@@ -132,6 +100,11 @@ def outcome_lines(run_dir: Path) -> list[str]:
             lines.append(
                 f"warning: every test prediction is empty ({len(rows)} images): the model predicts no "
                 f"foreground"
+            )
+        elif rows and all("tn" in r and int(r["tn"]) + int(r["fn"]) == 0 for r in rows):
+            lines.append(
+                f"warning: every test prediction is all foreground ({len(rows)} images): the model marks "
+                f"every pixel, so its Dice is only the foreground fraction"
             )
     history = run_dir / "history.csv"
     if history.is_file():

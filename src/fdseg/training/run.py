@@ -17,7 +17,6 @@ configuration is refused before anything is trained (:class:`RunConfigMismatchEr
 from __future__ import annotations
 
 import logging
-import os
 import random
 import signal
 import threading
@@ -32,13 +31,22 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from fdseg._io import atomic_path
 from fdseg.training.build import build_model, build_task
 from fdseg.training.config import ExperimentConfig
 from fdseg.training.data import RunData, build_run_data
 from fdseg.training.heads import is_multiclass
-from fdseg.training.history import HistoryWriter
-from fdseg.training.phases import Phase, RunRecorder, plan_phases, restore_stream, steps_per_epoch
-from fdseg.training.progress import Echo, EpochLines, summary_lines
+from fdseg.training.history import EpochRecord, HistoryWriter
+from fdseg.training.loggers import check_logger, make_logger
+from fdseg.training.phases import (
+    AtomicCheckpointIO,
+    Phase,
+    RunCheckpoint,
+    plan_phases,
+    restore_stream,
+    steps_per_epoch,
+)
+from fdseg.training.progress import Echo, summary_lines
 from fdseg.training.rundir import (
     RUNTIME_KEYS,
     CheckpointError,
@@ -97,7 +105,12 @@ def _devices(value: str) -> Any:
 def make_trainer(
     cfg: ExperimentConfig, phase: Phase, runtime: Runtime, callbacks: Sequence[pl.Callback], root: Path
 ) -> pl.Trainer:
-    """The Lightning ``Trainer`` of one phase (no Lightning logger or checkpointing: :class:`RunRecorder`)."""
+    """The Lightning ``Trainer`` of one phase.
+
+    Checkpoints are written by :class:`RunCheckpoint` (among ``callbacks``) through an atomic
+    :class:`AtomicCheckpointIO`; the ``train.logger`` (none, csv, tensorboard, mlflow, wandb) writes under
+    ``<run>/logs``.
+    """
     deterministic: Any = {"warn": "warn", "true": True, "false": False}[cfg.train.deterministic]
     return pl.Trainer(
         max_epochs=phase.epochs,
@@ -107,8 +120,9 @@ def make_trainer(
         precision=resolved_precision(cfg, runtime),  # type: ignore[arg-type]
         deterministic=deterministic,
         benchmark=True if runtime.cuda and deterministic is not True else None,
-        logger=False,
-        enable_checkpointing=False,
+        logger=make_logger(cfg.train.logger, root, cfg.name),
+        plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=True,
         enable_progress_bar=cfg.train.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -155,20 +169,22 @@ class _Interrupt(BaseException):
 
 @contextmanager
 def _sigint_raises() -> Iterator[None]:
-    """While active, Ctrl-C raises :class:`_Interrupt` (once; further presses are ignored until it ends)."""
+    """While active, Ctrl-C and SIGTERM raise :class:`_Interrupt` (once; further signals are ignored)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise _Interrupt
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def preflight(cfg: ExperimentConfig) -> None:
@@ -184,6 +200,7 @@ def preflight(cfg: ExperimentConfig) -> None:
             option, an image size the model cannot take (``data.image_size``), optimiser settings AdamW
             refuses (``optim.*``).
     """
+    check_logger(cfg.train.logger)
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
         with torch.random.fork_rng(devices=[]):
@@ -353,9 +370,9 @@ def _train_phases(
             continue
         if resume and meta is not None:
             history.truncate_after(int(meta["epoch"]))
-        extra = [*callbacks, EpochLines(echo, phase, total)] if echo is not None else callbacks
+        record = EpochRecord(history, phase, echo, total)
         _train_phase(
-            cfg, phase, data, runtime, history, ckpt_dir, extra,
+            cfg, phase, data, runtime, ckpt_dir, [record, *callbacks],
             resume=resume, warmup=phases[0].epochs, progress=progress,
         )  # fmt: skip
         meta = None
@@ -367,7 +384,6 @@ def _train_phase(
     phase: Phase,
     data: RunData,
     runtime: Runtime,
-    history: HistoryWriter,
     ckpt_dir: Path,
     callbacks: Sequence[pl.Callback],
     *,
@@ -391,8 +407,9 @@ def _train_phase(
         extra = {k: v for k, v in last.get("state_dict", {}).items() if not k.startswith("model.")}
         task.load_state_dict(extra, strict=False)
         restore_stream(last, data.stream)
-    recorder = RunRecorder(ckpt_dir, history, phase, data.stream)
-    trainer = make_trainer(cfg, phase, runtime, [recorder, *callbacks], ckpt_dir.parent)
+    recorder = RunCheckpoint(ckpt_dir, phase, cfg.train.checkpoint_every_s, data.stream)
+    # Lightning calls Checkpoint callbacks last, in list order: the history row, then the checkpoints
+    trainer = make_trainer(cfg, phase, runtime, [*callbacks, recorder], ckpt_dir.parent)
     loaders = data.loaders(cfg)
     ckpt_path = str(last_path) if resume else None
     try:
@@ -429,7 +446,6 @@ def _write_figures(run_dir: Path) -> None:
         if any(c.startswith("fd/") for c in table.columns):
             figures["dice_vs_fd"] = plot_dice_vs_fd(table)
     for name, fig in figures.items():
-        tmp = out / f"{name}.png.tmp"
-        fig.savefig(tmp, format="png", dpi=90)
+        with atomic_path(out / f"{name}.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=90)
         plt.close(fig)
-        os.replace(tmp, out / f"{name}.png")

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 import fdseg
+from fdseg._io import atomic_write_text
 from fdseg.training.config import ExperimentConfig
-from fdseg.training.history import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from fdseg.metrics import segmentation_metrics
 from fdseg.training.config import OptimConfig
@@ -130,18 +131,21 @@ class SegmentationTask(pl.LightningModule):
         self.fused_adamw = fused_adamw
         self.threshold = threshold
         self.head = head
-        self._train_counts: dict[str, int] = {}
         self.lambdas: dict[str, float] = {}
-        self._train_sums: dict[str, Tensor] = {}
-        self._train_batches = 0
+        # the epoch's training terms, summed on the device: the terms every step has, stacked in one tensor
+        # (``_sum_keys``), and the per-class terms of a multi-class head (present in some batches only)
+        self._sum_keys: list[str] = []
+        self._sums: Tensor | None = None
+        self._class_sums: dict[str, Tensor] = {}
+        self._class_counts: dict[str, int] = {}
+        self._class_keys: set[str] = set()
+        self._steps = 0
         self._first_bad: Tensor | None = None
         self._bad_values: Tensor | None = None
         self._bad_names: list[str] = []
-        self._val_dice_sum: Tensor | None = None
-        self._val_loss_sum: Tensor | None = None
-        self._val_images = 0
-        self._val_batches = 0
-        self.last_epoch_stats: dict[str, float] = {}
+        # validation means over images (Dice) and batches (L_seg); torchmetrics reduces them across devices
+        self.val_dice = MeanMetric(nan_strategy="disable")
+        self.val_loss = MeanMetric(nan_strategy="disable")
         if channels_last:
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
@@ -184,19 +188,15 @@ class SegmentationTask(pl.LightningModule):
                 }
             for loss in self.fd_losses:
                 loss.set_layer_weights(self.lambdas)  # type: ignore[operator]
-        self._train_sums = {}
-        self._train_counts = {}
-        self._train_batches = 0
+        self._sum_keys, self._sums = [], None
+        self._class_sums, self._class_counts = {}, {}
+        self._steps = 0
         self._layer_batches = {}
 
     def on_validation_epoch_start(self) -> None:
-        """Check the weights after the epoch's last update, then reset the validation accumulators."""
+        """Check the weights after the epoch's last update (before validating them)."""
         self.flush_finite_check()
         self._check_parameters(f"of step {self.global_step} (the last of epoch {self.global_epoch})")
-        self._val_dice_sum = None
-        self._val_loss_sum = None
-        self._val_images = 0
-        self._val_batches = 0
 
     # -- steps -----------------------------------------------------------------------------------------------
     def _images(self, batch: Mapping[str, Any]) -> Tensor:
@@ -231,13 +231,26 @@ class SegmentationTask(pl.LightningModule):
                 terms.update({k: v.detach() for k, v in out.terms.items()})
         self._check_finite(total, terms, batch)
         terms["loss"] = total.detach()
-        for key, value in terms.items():
-            value = value.float()
-            self._train_sums[key] = self._train_sums[key] + value if key in self._train_sums else value
-            self._train_counts[key] = self._train_counts.get(key, 0) + 1
-        self._train_batches += 1
+        self._accumulate(terms)
         optimised: Tensor = total
         return optimised
+
+    def _accumulate(self, terms: Mapping[str, Tensor]) -> None:
+        """Add the step's terms to the epoch sums, on the device (one stack and one add; no host sync)."""
+        keys = [k for k in terms if k.count("/") < 2]
+        values = torch.stack([terms[k].float().reshape(()) for k in keys])
+        if self._sums is None:
+            self._sum_keys, self._sums = keys, values
+        elif keys == self._sum_keys:
+            self._sums = self._sums + values
+        else:
+            raise RuntimeError(f"the training terms changed within an epoch: {self._sum_keys} -> {keys}")
+        for key, value in terms.items():
+            if key.count("/") >= 2:  # fd/<layer>/<class>: only in the batches that hold the class
+                old = self._class_sums.get(key)
+                self._class_sums[key] = value.float() if old is None else old + value.float()
+                self._class_counts[key] = self._class_counts.get(key, 0) + 1
+        self._steps += 1
 
     @property
     def finite_check_every(self) -> int:
@@ -252,7 +265,7 @@ class SegmentationTask(pl.LightningModule):
         every = self.finite_check_every
         if every > 1:
             self._record_finite(total, terms)
-            if self._train_batches % every == every - 1:
+            if self._steps % every == every - 1:
                 self.flush_finite_check()
             return
         if bool(torch.isfinite(total).all()):
@@ -264,7 +277,7 @@ class SegmentationTask(pl.LightningModule):
         lambdas = sorted(set(self.lambdas.values())) or [0.0]
         raise NonFiniteLossError(
             f"training diverged at global step {self.global_step} (phase {self.phase}, epoch "
-            f"{self.global_epoch}, batch {self._train_batches}): non-finite term {named}; "
+            f"{self.global_epoch}, batch {self._steps}): non-finite term {named}; "
             f"{self._diagnose(batch)}; λ in [{lambdas[0]:g}, {lambdas[-1]:g}]. {_ADVICE}"
         )
 
@@ -358,47 +371,41 @@ class SegmentationTask(pl.LightningModule):
                 f"{self.global_epoch}): non-finite term val_loss (the validation logits; the weights are "
                 f"finite); {self._diagnose(batch)}. {_ADVICE}"
             )
-        loss = self.seg_loss(logits, mask).detach()
         if self.head is not None:
             dice = self.head.dice(logits, mask)
         else:
             dice = segmentation_metrics(logits, mask, threshold=self.threshold)["dice"][:, 0].float()
-        self._val_dice_sum = dice.sum() if self._val_dice_sum is None else self._val_dice_sum + dice.sum()
-        self._val_loss_sum = loss if self._val_loss_sum is None else self._val_loss_sum + loss
-        self._val_images += int(mask.shape[0])
-        self._val_batches += 1
+        self.val_dice.update(dice)
+        self.val_loss.update(self.seg_loss(logits, mask).detach())
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``val_dice`` (mean over images) and ``val_loss`` (mean over batches), reduced over devices."""
+        self.log_dict({"val_dice": self.val_dice, "val_loss": self.val_loss})
 
     # -- epoch summary ---------------------------------------------------------------------------------------
-    def finish_epoch(self) -> dict[str, float]:
-        """Epoch means of the training terms and the validation metrics; updates λ strategies.
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch means of the training terms and the epoch's λ, then update the λ strategy.
 
-        Returns:
-            ``{"train_loss", "train_seg", "val_dice", "val_loss", "fd/<layer>", "fd_exch/<layer>",
-            "lambda/<layer>"}`` (means over the epoch's batches; Dice over validation images). Values are
-            reduced over devices under DDP.
+        Logged (``trainer.callback_metrics``): ``train_loss``, ``train_seg``, ``fd/<layer>``,
+        ``fd_exch/<layer>``, the baselines' terms and ``lambda/<layer>``: means over the epoch's batches,
+        reduced over devices (``sync_dist``; one reduction per key, at the epoch's end). A per-class term
+        ``fd/<layer>/<class>`` is the mean over the batches that hold the class (NaN when none did), taken
+        on each process separately (processes may see different classes).
         """
         self.flush_finite_check()
-        stats: dict[str, float] = {}
-        n = max(self._train_batches, 1)
-        for key, value in self._train_sums.items():
-            name = {"loss": "train_loss", "seg": "train_seg"}.get(key, key)
-            # a per-class term exists only in the batches holding that class
-            stats[name] = float(self._reduce(value)) / (
-                self._train_counts.get(key, n) if key.count("/") > 1 else n
-            )
-        if self._val_images:
-            dice_sum = self._reduce(self._val_dice_sum)
-            stats["val_dice"] = float(dice_sum) / float(self._reduce(torch.tensor(float(self._val_images))))
-            stats["val_loss"] = float(self._reduce(self._val_loss_sum)) / self._val_batches
-        else:
-            stats["val_dice"] = math.nan
-            stats["val_loss"] = math.nan
-        for layer, lam in self.lambdas.items():
-            stats[f"lambda/{layer}"] = lam
+        if self._sums is not None:
+            means = (self._sums / max(self._steps, 1)).unbind()
+            names = [{"loss": "train_loss", "seg": "train_seg"}.get(k, k) for k in self._sum_keys]
+            self.log_dict(dict(zip(names, means)), sync_dist=True)
+        self._class_keys |= set(self._class_sums)
+        for key in sorted(self._class_keys):
+            total = self._class_sums.get(key)
+            value = total / self._class_counts[key] if total is not None else math.nan
+            self.log(key, value)
+        if self.lambdas:
+            self.log_dict({f"lambda/{layer}": lam for layer, lam in self.lambdas.items()})
         if self.lambda_strategy is not None:
             self.lambda_strategy.update(self.global_epoch, self._gathered_layer_batches())
-        self.last_epoch_stats = stats
-        return stats
 
     def _gathered_layer_batches(self) -> dict[str, list[float]]:
         """The epoch's per-batch L_fd per layer, of every rank under DDP (rank by rank, in batch order).
@@ -430,14 +437,6 @@ class SegmentationTask(pl.LightningModule):
             layer: [v for rank, n in enumerate(counts.tolist()) for v in gathered[rank, i, :n].tolist()]
             for i, layer in enumerate(layers)
         }
-
-    def _reduce(self, value: Tensor | None) -> Tensor:
-        if value is None:
-            return torch.tensor(0.0)
-        value = value.detach().float()
-        if self.trainer.world_size > 1:
-            value = self.trainer.strategy.reduce(value, reduce_op="mean")
-        return value.cpu()
 
     # -- optimiser -------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
