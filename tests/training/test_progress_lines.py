@@ -88,6 +88,6 @@ def test_a_run_that_learnt_nothing_ends_with_warnings(tmp_path: Path) -> None:
     # a constant all-foreground prediction: no true or false negatives anywhere
     _table(run / "test" / "per_sample.csv", [{"id": i, "tp": 5, "fp": 95, "fn": 0, "tn": 0} for i in "abc"])
     assert (
-        "warning: every test prediction is all foreground (3 images): the model marks every pixel, so its "
-        "Dice is only the foreground fraction"
+        "warning: every test prediction is all foreground (3 images): the model marks every pixel, so IoU "
+        "is the foreground fraction f (Dice 2f/(1+f))"
     ) in outcome_lines(run)

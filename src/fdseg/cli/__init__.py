@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 
 import fdseg
+from fdseg.cli._options import SeedsOpt, seed_list
 
 app = typer.Typer(
     name="fdseg",
@@ -141,14 +142,14 @@ def report(
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/demo"),
     steps: Annotated[int, typer.Option(help="Optimiser-step budget per run.")] = 250,
-    seeds: Annotated[int, typer.Option(help="Seeds per arm.")] = 1,
+    seeds: SeedsOpt = "1",
     jobs: Annotated[int, typer.Option(help="Runs in parallel (one torch thread each when > 1).")] = 2,
 ) -> None:
     """The data-addition dilemma on synthetic data: base vs base + a shifted site, with and without L_fd."""
     from fdseg.experiments.demo import DemoSettings, run_demo
 
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
-    settings = DemoSettings(steps=steps, seeds=tuple(range(seeds)), jobs=jobs, threads_per_job=threads)
+    settings = DemoSettings(steps=steps, seeds=seed_list(seeds), jobs=jobs, threads_per_job=threads)
     start = time.perf_counter()
 
     def progress(name: str, rc: int, seconds: float, done: int, total: int) -> None:

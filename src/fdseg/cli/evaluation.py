@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,7 @@ from fdseg.cli import DeviceOpt, _echo, _runtime, app
 
 def _line(label: str, n: int, means: dict[str, float | None], soft: float | None) -> str:
     def fmt(value: float | None) -> str:
-        return "nan" if value is None else f"{value:.4f}"
+        return "–" if value is None or math.isnan(value) else f"{value:.4f}"
 
     return (
         f"{label}: n={n} dice={fmt(means.get('dice'))} iou={fmt(means.get('iou'))} "

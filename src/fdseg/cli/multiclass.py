@@ -8,39 +8,54 @@ from typing import Annotated
 
 import typer
 
-from fdseg.cli import DeviceOpt, _echo, app, experiment_app
+from fdseg.cli import _echo, app, experiment_app
+from fdseg.cli._options import (
+    DEFAULT_DEVICE,
+    DEFAULT_JOBS,
+    DEFAULT_OUT,
+    DEFAULT_PER_GPU,
+    DeviceOpt,
+    JobsOpt,
+    OutOpt,
+    PerGpuOpt,
+    SeedsOpt,
+    SetOpt,
+    StudyConfigOpt,
+    ThreadsOpt,
+    local_executor,
+    seed_list,
+)
 
 
 @experiment_app.command("multiclass")
 def experiment_multiclass(
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="A multi-class L_fd run config (default: synthetic nuclei_mc)."),
-    ] = None,
-    seeds: Annotated[int, typer.Option(help="Seeds per method (train.seed = 0 .. seeds-1).")] = 3,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Experiment folder.")] = Path(
-        "experiments/multiclass"
-    ),
-    jobs: Annotated[int, typer.Option(help="Runs in parallel.")] = 2,
-    threads: Annotated[int, typer.Option(help="Torch threads per run.")] = 1,
-    device: DeviceOpt = "cpu",
+    config: StudyConfigOpt = None,
+    out: OutOpt = DEFAULT_OUT["multiclass"],
+    seeds: SeedsOpt = "3",
+    overrides: SetOpt = None,
+    jobs: JobsOpt = DEFAULT_JOBS,
+    per_gpu: PerGpuOpt = DEFAULT_PER_GPU,
+    threads: ThreadsOpt = None,
+    device: DeviceOpt = DEFAULT_DEVICE,
 ) -> None:
-    """U-Net vs U-Net + per-class L_fd: per-class Dice in Table 7's layout and paired tests per class."""
+    """U-Net vs U-Net + per-class L_fd: per-class Dice in Table 7's layout and paired tests per class.
+
+    The config is a multi-class L_fd run (default: synthetic nuclei_mc, generated under OUT/data).
+    """
     from fdseg.experiments.multiclass import default_config, run_multiclass
     from fdseg.training.config import ExperimentConfig
 
-    if seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    seed_values = seed_list(seeds)
+    executor = local_executor(jobs=jobs, per_gpu=per_gpu, device=device, threads=threads)
     cfg = ExperimentConfig.from_yaml(config) if config is not None else default_config(out)
+    cfg = cfg.with_overrides(overrides or [])
     start = time.perf_counter()
 
     def progress(name: str, code: int, seconds: float, done: int, total: int) -> None:
-        state = "skipped (done)" if code == -1 else ("ok" if code == 0 else f"FAILED ({code})")
-        _echo(f"[{done}/{total}] {name}: {state} in {seconds:.0f} s")
+        state = "skipped (DONE)" if code == -1 else ("ok" if code == 0 else f"FAILED (exit {code})")
+        _echo(f"[{done}/{total}] {name}: {state} {seconds:.1f} s")
 
-    result = run_multiclass(
-        cfg, out, seeds=range(seeds), jobs=jobs, threads_per_job=threads, device=device, on_run_end=progress
-    )
+    result = run_multiclass(cfg, out, seeds=seed_values, executor=executor, on_run_end=progress)
     _echo(result.table_text)
     _echo(f"tests:   {out / 'tests.csv'}")
     _echo(f"report:  {result.report_html}")

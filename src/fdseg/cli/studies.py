@@ -10,54 +10,30 @@ from typing import Annotated, Any
 import typer
 
 from fdseg.cli import _CommandFailed, _echo, app, experiment_app
-
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="Override a config value for every run: section.key=value."),
-]
-SeedsOpt = Annotated[
-    str, typer.Option("--seeds", help="A count (5 = seeds 0-4), a range (0-4) or a list (0,3,7).")
-]
-FoldsOpt = Annotated[
-    int | None,
-    typer.Option("--folds", help="Cross-validation: K test folds grouped by patient/slide (K >= 2)."),
-]
-JobsOpt = Annotated[
-    int, typer.Option("--jobs", "-j", help="CPU: runs in parallel (the cores are split between them).")
-]
-PerGpuOpt = Annotated[int, typer.Option("--per-gpu", help="GPU: concurrent runs per visible GPU.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or gpu.")]
-ExecutorOpt = Annotated[
-    str,
-    typer.Option(
-        "--executor",
-        help="local (a process per run, --jobs at a time), inline (one at a time in this process: no "
-        "start-up cost, for small CPU runs) or slurm (submitit).",
-    ),
-]
-PartitionOpt = Annotated[str | None, typer.Option("--slurm-partition", help="SLURM partition.")]
-TimeOpt = Annotated[int, typer.Option("--slurm-time", help="SLURM time limit per run, minutes.")]
-SlurmGpusOpt = Annotated[int, typer.Option("--slurm-gpus", help="GPUs per SLURM job (0: CPU jobs).")]
-SlurmCpusOpt = Annotated[int, typer.Option("--slurm-cpus", help="CPUs per SLURM job.")]
-ArrayOpt = Annotated[
-    bool, typer.Option("--slurm-array/--slurm-jobs", help="One job array, or one job per run.")
-]
-
-
-def _gpus(device: str) -> list[str]:
-    """Visible GPUs (CUDA_VISIBLE_DEVICES order) when the runs are to use them."""
-    if device == "cpu":
-        return []
-    import torch
-
-    if not torch.cuda.is_available():
-        if device == "gpu":
-            raise ValueError("--device gpu was asked for but CUDA is not available")
-        return []
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible:
-        return [v.strip() for v in visible.split(",") if v.strip()]
-    return [str(i) for i in range(torch.cuda.device_count())]
+from fdseg.cli._options import (
+    DEFAULT_DEVICE,
+    DEFAULT_JOBS,
+    DEFAULT_OUT,
+    DEFAULT_PER_GPU,
+    ArrayOpt,
+    ConfigOpt,
+    DeviceOpt,
+    ExecutorOpt,
+    FoldsOpt,
+    JobsOpt,
+    OutOpt,
+    PartitionOpt,
+    PerGpuOpt,
+    SeedsOpt,
+    SetOpt,
+    SlurmCpusOpt,
+    SlurmGpusOpt,
+    ThreadsOpt,
+    TimeOpt,
+    check_device,
+    local_executor,
+    seed_list,
+)
 
 
 def _executor(
@@ -67,14 +43,16 @@ def _executor(
     jobs: int,
     per_gpu: int,
     device: str,
+    threads: int | None,
     partition: str | None,
     slurm_time: int,
     slurm_gpus: int,
     slurm_cpus: int,
     array: bool,
 ) -> Any:
-    from fdseg.experiments.executors import InlineExecutor, LocalExecutor, SlurmExecutor
+    from fdseg.experiments.executors import InlineExecutor, SlurmExecutor
 
+    check_device(device)
     if executor == "inline":
         from fdseg.cli import _runtime
 
@@ -92,18 +70,7 @@ def _executor(
         )
     if executor != "local":
         raise ValueError(f"--executor must be local, inline or slurm, got {executor!r}")
-    if jobs < 1 or per_gpu < 1:
-        raise ValueError("--jobs and --per-gpu must be >= 1")
-    gpus = _gpus(device)
-    slots = len(gpus) * per_gpu if gpus else jobs
-    threads = max(1, (os.cpu_count() or 1) // slots)
-    return LocalExecutor(
-        jobs,
-        threads_per_job=threads,
-        device="gpu" if gpus else "cpu",
-        gpus=gpus or None,
-        per_gpu=per_gpu,
-    )
+    return local_executor(jobs=jobs, per_gpu=per_gpu, device=device, threads=threads)
 
 
 def _finish_local(results: Any, runs: Any, exp: Path, start: float) -> None:
@@ -123,19 +90,18 @@ def _finish_local(results: Any, runs: Any, exp: Path, start: float) -> None:
 
 @app.command()
 def sweep(
-    config: Annotated[Path, typer.Option("--config", "-c", help="YAML experiment config.")],
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Experiment directory (created; resumed if present).")
-    ],
+    config: ConfigOpt,
+    out: OutOpt = DEFAULT_OUT["sweep"],
     grid: Annotated[
         list[str] | None, typer.Option("--grid", "-g", help="key=v1,v2,… (repeat for a Cartesian product).")
     ] = None,
     seeds: SeedsOpt = "1",
     folds: FoldsOpt = None,
     overrides: SetOpt = None,
-    jobs: JobsOpt = 1,
-    per_gpu: PerGpuOpt = 1,
-    device: DeviceOpt = "auto",
+    jobs: JobsOpt = DEFAULT_JOBS,
+    per_gpu: PerGpuOpt = DEFAULT_PER_GPU,
+    threads: ThreadsOpt = None,
+    device: DeviceOpt = DEFAULT_DEVICE,
     executor: ExecutorOpt = "local",
     slurm_partition: PartitionOpt = None,
     slurm_time: TimeOpt = 120,
@@ -155,7 +121,6 @@ def sweep(
         expand,
         grid_arms,
         parse_grid,
-        parse_seeds,
         run_sweep,
         write_sweep_outputs,
     )
@@ -163,10 +128,10 @@ def sweep(
 
     cfg = ExperimentConfig.from_yaml(config).with_overrides(overrides or [])
     grids = parse_grid(grid or [], cfg)
-    seed_list = parse_seeds(seeds)
+    seed_values = seed_list(seeds)
     if folds is not None:
         check_folds(cfg, folds)
-    runs = expand(cfg, grid_arms(grids), seed_list, out, folds=folds)
+    runs = expand(cfg, grid_arms(grids), seed_values, out, folds=folds)
     check_runs(runs)
     ex = _executor(
         out,
@@ -174,15 +139,16 @@ def sweep(
         jobs=jobs,
         per_gpu=per_gpu,
         device=device,
+        threads=threads,
         partition=slurm_partition,
         slurm_time=slurm_time,
         slurm_gpus=slurm_gpus,
         slurm_cpus=slurm_cpus,
         array=slurm_array,
     )
-    claim_experiment(out, "sweep", cfg, grid={k: v for k, v in grids}, seeds=list(seed_list), folds=folds)
+    claim_experiment(out, "sweep", cfg, grid={k: v for k, v in grids}, seeds=list(seed_values), folds=folds)
     _echo(
-        f"{len(runs)} runs ({len(grid_arms(grids))} grid points × {len(seed_list)} seeds"
+        f"{len(runs)} runs ({len(grid_arms(grids))} grid points × {len(seed_values)} seeds"
         + (f" × {folds} folds" if folds else "")
         + f") in {out / 'runs'}"
     )
@@ -215,7 +181,9 @@ def compare(
     baseline: Annotated[
         str | None,
         typer.Option(
-            "--baseline", help="Baseline arm (default: the one named like a baseline, else the first)."
+            "--baseline",
+            help="Baseline arm (default: the L_seg-only arm, else the first arm in the study's order; "
+            "the choice is printed).",
         ),
     ] = None,
     metric: Annotated[str, typer.Option("--metric", help="Per-image metric (dice, iou, …).")] = "dice",
@@ -245,12 +213,8 @@ def compare(
 
 @experiment_app.command("table1")
 def table1(
-    config: Annotated[
-        Path, typer.Option("--config", "-c", help="YAML experiment config (its model and data).")
-    ],
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Experiment directory (created; resumed if present).")
-    ],
+    config: ConfigOpt,
+    out: OutOpt = DEFAULT_OUT["table1"],
     seeds: SeedsOpt = "5",
     folds: FoldsOpt = None,
     models: Annotated[
@@ -258,9 +222,10 @@ def table1(
         typer.Option("--models", help="Comma-separated models (default: the config's), e.g. Table 4's rows."),
     ] = None,
     overrides: SetOpt = None,
-    jobs: JobsOpt = 1,
-    per_gpu: PerGpuOpt = 1,
-    device: DeviceOpt = "auto",
+    jobs: JobsOpt = DEFAULT_JOBS,
+    per_gpu: PerGpuOpt = DEFAULT_PER_GPU,
+    threads: ThreadsOpt = None,
+    device: DeviceOpt = DEFAULT_DEVICE,
     executor: ExecutorOpt = "local",
     slurm_partition: PartitionOpt = None,
     slurm_time: TimeOpt = 240,
@@ -290,10 +255,10 @@ def table1(
         for m in model_list:
             if m not in known:
                 raise KeyError(f"--models: unknown model {m!r}{did_you_mean(m, known)} models: {known}")
-    seed_list = parse_seeds_cli(seeds)
+    seed_values = seed_list(seeds)
     if folds is not None:
         check_folds(cfg, folds)
-    runs = table1_runs(cfg, out, seeds=seed_list, folds=folds, models=model_list)
+    runs = table1_runs(cfg, out, seeds=seed_values, folds=folds, models=model_list)
     check_runs(runs)
     ex = _executor(
         out,
@@ -301,15 +266,16 @@ def table1(
         jobs=jobs,
         per_gpu=per_gpu,
         device=device,
+        threads=threads,
         partition=slurm_partition,
         slurm_time=slurm_time,
         slurm_gpus=slurm_gpus,
         slurm_cpus=slurm_cpus,
         array=slurm_array,
     )
-    claim_experiment(out, "table1", cfg, seeds=list(seed_list), folds=folds, models=model_list)
+    claim_experiment(out, "table1", cfg, seeds=list(seed_values), folds=folds, models=model_list)
     _echo(
-        f"{len(runs)} runs (3 arms × {len(model_list) or 1} model(s) × {len(seed_list)} seeds"
+        f"{len(runs)} runs (3 arms × {len(model_list) or 1} model(s) × {len(seed_values)} seeds"
         + (f" × {folds} folds" if folds else "")
         + f") in {out / 'runs'}"
     )
@@ -324,10 +290,3 @@ def table1(
     _echo(text)
     _echo(f"\ntable:   {out / 'table1.txt'} (and table1.csv, table1_per_seed.csv)")
     _finish_local(results, runs, out, start)
-
-
-def parse_seeds_cli(text: str) -> tuple[int, ...]:
-    """``--seeds`` of the studies (see :func:`fdseg.experiments.sweep.parse_seeds`)."""
-    from fdseg.experiments.sweep import parse_seeds
-
-    return parse_seeds(text)

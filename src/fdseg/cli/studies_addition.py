@@ -8,6 +8,22 @@ from typing import Annotated, Any
 import typer
 
 from fdseg.cli import _echo, app, experiment_app
+from fdseg.cli._options import (
+    DEFAULT_DEVICE,
+    DEFAULT_JOBS,
+    DEFAULT_OUT,
+    DEFAULT_PER_GPU,
+    DeviceOpt,
+    JobsOpt,
+    OutOpt,
+    PerGpuOpt,
+    SeedsOpt,
+    SetOpt,
+    StudyConfigOpt,
+    ThreadsOpt,
+    local_executor,
+    seed_list,
+)
 
 
 def parse_numbers(text: str | None, option: str) -> list[float | int] | None:
@@ -96,11 +112,7 @@ def divergence(
         _echo(f"written: {csv_path} {json_path}")
 
 
-JobsOpt = Annotated[int, typer.Option(help="Runs in parallel (torch threads = cores / jobs).")]
-SeedsOpt = Annotated[int, typer.Option(help="Seeds per arm and condition (train.seed 0..N-1).")]
-
-
-def _load_config(config: Path | None, out: Path, overrides: list[str] | None) -> Any:
+def _load_config(config: Path | None, overrides: list[str] | None) -> Any:
     from fdseg.experiments.addition import synthetic_config
     from fdseg.training.config import ExperimentConfig
 
@@ -110,20 +122,18 @@ def _load_config(config: Path | None, out: Path, overrides: list[str] | None) ->
     return cfg.with_overrides(overrides or [])
 
 
-def _run_and_report(study: Any, jobs: int, device: str, extra: Any = None) -> None:
-    import os
+def _run_and_report(study: Any, executor: Any, extra: Any = None) -> None:
     import time
 
     from fdseg.experiments.addition import collect, format_summary, run_study, summarise, write_outputs
 
-    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     _echo(
         f"{study.kind}: {len(study.specs)} runs ({len(study.arms)} arms x {len(study.conditions)} "
-        f"conditions x {len(study.seeds)} seeds), {jobs} at a time, into {study.out}"
+        f"conditions x {len(study.seeds)} seeds), {executor.jobs} at a time, into {study.out}"
     )
     start = time.perf_counter()
 
-    results = run_study(study, jobs=jobs, threads_per_job=threads, device=device, echo=_echo)
+    results = run_study(study, executor=executor, echo=_echo)
     frame = collect(study, results)
     summary = summarise(study, frame)
     extras = {"wall_seconds": round(time.perf_counter() - start, 1), **(extra() if extra else {})}
@@ -142,10 +152,8 @@ def _run_and_report(study: Any, jobs: int, device: str, extra: Any = None) -> No
 
 @experiment_app.command("data-addition")
 def data_addition(
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML config (default: the synthetic study).")
-    ] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Study folder.")] = Path("runs/data_addition"),
+    config: StudyConfigOpt = None,
+    out: OutOpt = DEFAULT_OUT["data-addition"],
     k: Annotated[str | None, typer.Option("--k", help="Added counts, e.g. 0,8,15,30.")] = None,
     fractions: Annotated[
         str | None, typer.Option("--fractions", help="Fractions of the novel training pool (0,0.25,0.5,1).")
@@ -153,19 +161,21 @@ def data_addition(
     arms: Annotated[
         str, typer.Option(help="Arms: seg, fd, fd_exch, con, deeps.")
     ] = "seg,fd,fd_exch,con,deeps",
-    seeds: SeedsOpt = 3,
-    jobs: JobsOpt = 2,
-    overrides: Annotated[
-        list[str] | None, typer.Option("--set", "-s", help="Override a config value.")
-    ] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, gpu or auto (for every run).")] = "cpu",
+    seeds: SeedsOpt = "3",
+    overrides: SetOpt = None,
+    jobs: JobsOpt = DEFAULT_JOBS,
+    per_gpu: PerGpuOpt = DEFAULT_PER_GPU,
+    threads: ThreadsOpt = None,
+    device: DeviceOpt = DEFAULT_DEVICE,
 ) -> None:
     """Base-test Dice vs added novel images per arm (Fig. 3), paired changes vs k = 0, divergences per k."""
     from fdseg.experiments.addition import SYNTHETIC_K, addition_divergence, plan_data_addition
 
     if k is not None and fractions is not None:
         raise ValueError("give --k or --fractions, not both")
-    cfg = _load_config(config, out, overrides)
+    seed_values = seed_list(seeds)
+    executor = local_executor(jobs=jobs, per_gpu=per_gpu, device=device, threads=threads, pool_on_cpu=True)
+    cfg = _load_config(config, overrides)
     k_values = parse_numbers(k, "--k")
     if config is None and k is None and fractions is None:
         k_values = list(SYNTHETIC_K)
@@ -175,33 +185,35 @@ def data_addition(
         k=k_values,
         fractions=parse_numbers(fractions, "--fractions"),
         arms=arms.split(","),
-        seeds=seeds,
+        seeds=seed_values,
     )
-    _run_and_report(study, jobs, device, extra=lambda: {"divergence": addition_divergence(study)})
+    _run_and_report(study, executor, extra=lambda: {"divergence": addition_divergence(study)})
 
 
 @experiment_app.command("robustness")
 def robustness(
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML config (default: the synthetic study).")
-    ] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Study folder.")] = Path("runs/robustness"),
+    config: StudyConfigOpt = None,
+    out: OutOpt = DEFAULT_OUT["robustness"],
     sigmas: Annotated[str, typer.Option(help="Noise σ for images in [0, 1].")] = "0,0.05,0.1,0.15,0.2",
     apply_to: Annotated[str, typer.Option(help="all, train or test (validation follows training).")] = "all",
     arms: Annotated[str, typer.Option(help="Arms: seg, fd, fd_exch, con, deeps.")] = "seg,fd,con,deeps",
-    seeds: SeedsOpt = 3,
-    jobs: JobsOpt = 2,
-    overrides: Annotated[
-        list[str] | None, typer.Option("--set", "-s", help="Override a config value.")
-    ] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, gpu or auto (for every run).")] = "cpu",
+    seeds: SeedsOpt = "3",
+    overrides: SetOpt = None,
+    jobs: JobsOpt = DEFAULT_JOBS,
+    per_gpu: PerGpuOpt = DEFAULT_PER_GPU,
+    threads: ThreadsOpt = None,
+    device: DeviceOpt = DEFAULT_DEVICE,
 ) -> None:
     """Base-test Dice vs Gaussian noise σ per arm (Fig. 9), paired changes vs σ = 0."""
     from fdseg.experiments.addition import plan_robustness
 
-    cfg = _load_config(config, out, overrides)
+    seed_values = seed_list(seeds)
+    executor = local_executor(jobs=jobs, per_gpu=per_gpu, device=device, threads=threads, pool_on_cpu=True)
+    cfg = _load_config(config, overrides)
     if config is None:
         cfg = cfg.with_overrides(["data.novel=null"])  # the synthetic noise study uses the base site only
     values = parse_numbers(sigmas, "--sigmas") or []
-    study = plan_robustness(cfg, out, sigmas=values, arms=arms.split(","), seeds=seeds, apply_to=apply_to)
-    _run_and_report(study, jobs, device)
+    study = plan_robustness(
+        cfg, out, sigmas=values, arms=arms.split(","), seeds=seed_values, apply_to=apply_to
+    )
+    _run_and_report(study, executor)

@@ -43,7 +43,7 @@ from fdseg.experiments.divergence import SubsetRule, divergence_study, json_text
 from fdseg.experiments.executors import InlineExecutor, LocalExecutor, RunResult, RunSpec
 from fdseg.metrics.stats import compare_seeds, t_ci
 from fdseg.training.config import ExperimentConfig
-from fdseg.training.run import Runtime, check_buildable
+from fdseg.training.run import check_buildable
 
 #: Arm name -> (label, loss-section overrides, compute-matched).
 ARMS: Mapping[str, tuple[str, dict[str, Any], bool]] = {
@@ -144,9 +144,14 @@ def _with_cache(cfg: ExperimentConfig, out: Path) -> ExperimentConfig:
     return cfg.with_overrides([f"data.cache_dir={(out / '.cache').resolve()}"])
 
 
-def _check_runs(cfg: ExperimentConfig, arms: Sequence[str], seeds: int) -> None:
-    if seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+def _seeds(seeds: int | str | Sequence[int]) -> list[int]:
+    """A count N (seeds 0..N-1), a range/list text or the seeds themselves, checked by ``parse_seeds``."""
+    from fdseg.experiments.sweep import parse_seeds
+
+    return list(parse_seeds(seeds))
+
+
+def _check_runs(cfg: ExperimentConfig, arms: Sequence[str]) -> None:
     for arm in arms:  # each arm's model, losses and heads once, before anything runs
         check_buildable(arm_config(cfg, arm, 0, {}))
 
@@ -158,16 +163,17 @@ def plan_data_addition(
     k: Sequence[Any] | None = None,
     fractions: Sequence[Any] | None = None,
     arms: Sequence[str] = DEFAULT_ADDITION_ARMS,
-    seeds: int = 3,
+    seeds: int | str | Sequence[int] = 3,
 ) -> Study:
     """Check everything and list the runs (nothing is trained or written).
 
     Raises:
         ValueError: no novel dataset in the config, a novel dataset without a training part, bad k or
-            fractions, an unknown arm, seeds < 1, an arm whose losses cannot be built on the model (e.g. a
-            baseline on a model without decoder taps).
+            fractions, an unknown arm, bad ``seeds`` (a count < 1, a repeated or negative seed), an arm whose
+            losses cannot be built on the model (e.g. a baseline on a model without decoder taps).
     """
     out = Path(out)
+    seed_values = _seeds(seeds)
     arm_list = check_arms(arms)
     if cfg.data.novel is None:
         raise ValueError("the config has no data.novel: the data-addition study needs a novel dataset")
@@ -181,19 +187,17 @@ def plan_data_addition(
         counts = [0, *counts]  # the reference of every paired change
     counts = sorted(set(counts))
     cfg = _with_cache(cfg, out)
-    _check_runs(cfg, arm_list, seeds)
+    _check_runs(cfg, arm_list)
     specs: list[RunSpec] = []
     keys: dict[str, tuple[str, float, int]] = {}
     for arm in arm_list:  # arm by arm, so that a study stopped early leaves whole arms
         for count in counts:
-            for seed in range(seeds):
+            for seed in seed_values:
                 name = f"k{count}_{arm}_s{seed}"
                 data = {"novel_k": count, "novel_fraction": None}
                 specs.append(RunSpec(name, arm_config(cfg, arm, seed, data), out / name))
                 keys[name] = (arm, float(count), seed)
-    return Study(
-        "data-addition", out, cfg, arm_list, list(range(seeds)), [float(c) for c in counts], specs, keys
-    )
+    return Study("data-addition", out, cfg, arm_list, seed_values, [float(c) for c in counts], specs, keys)
 
 
 def plan_robustness(
@@ -202,16 +206,17 @@ def plan_robustness(
     *,
     sigmas: Sequence[Any] = SYNTHETIC_SIGMAS,
     arms: Sequence[str] = DEFAULT_ROBUSTNESS_ARMS,
-    seeds: int = 3,
+    seeds: int | str | Sequence[int] = 3,
     apply_to: str = "all",
     noise_seed: int = 0,
 ) -> Study:
     """Check everything and list the runs of the noise study (σ = 0 is always included as the reference).
 
     Raises:
-        ValueError: σ < 0 or not a number, an unknown ``apply_to`` or arm, seeds < 1, an unbuildable arm.
+        ValueError: σ < 0 or not a number, an unknown ``apply_to`` or arm, bad ``seeds``, an unbuildable arm.
     """
     out = Path(out)
+    seed_values = _seeds(seeds)
     arm_list = check_arms(arms)
     values: list[float] = []
     for s in sigmas:
@@ -226,17 +231,17 @@ def plan_robustness(
     if apply_to not in NOISE_APPLY_TO:
         raise ValueError(f"unknown --apply-to {apply_to!r}; valid: {list(NOISE_APPLY_TO)}")
     cfg = _with_cache(cfg, out)
-    _check_runs(cfg, arm_list, seeds)
+    _check_runs(cfg, arm_list)
     specs: list[RunSpec] = []
     keys: dict[str, tuple[str, float, int]] = {}
     for arm in arm_list:
         for sigma in values:
-            for seed in range(seeds):
+            for seed in seed_values:
                 name = f"sigma{sigma:g}_{arm}_s{seed}"
                 data = {"noise": {"sigma": sigma, "apply_to": apply_to, "seed": noise_seed}}
                 specs.append(RunSpec(name, arm_config(cfg, arm, seed, data), out / name))
                 keys[name] = (arm, sigma, seed)
-    return Study("robustness", out, cfg, arm_list, list(range(seeds)), values, specs, keys)
+    return Study("robustness", out, cfg, arm_list, seed_values, values, specs, keys)
 
 
 def prepare_data(cfg: ExperimentConfig) -> None:
@@ -250,6 +255,7 @@ def prepare_data(cfg: ExperimentConfig) -> None:
 def run_study(
     study: Study,
     *,
+    executor: LocalExecutor | InlineExecutor | None = None,
     jobs: int = 1,
     threads_per_job: int | None = None,
     device: str = "cpu",
@@ -258,7 +264,8 @@ def run_study(
     """Train every run of ``study`` through :func:`fdseg.experiments.sweep.run_sweep` (finished runs skipped).
 
     The folder is claimed as an experiment of this kind and configuration (``experiment.json``), so a rerun
-    resumes and another study is never mixed into it.
+    resumes and another study is never mixed into it. The runs go to ``executor``; without one, to a
+    :class:`LocalExecutor` of ``jobs``, ``threads_per_job`` and ``device``.
 
     Raises:
         ValueError: the folder holds another experiment. RuntimeError: a run failed (naming its log).
@@ -276,12 +283,8 @@ def run_study(
         label = f"{arm} {'k' if study.kind == 'data-addition' else 'sigma'}={condition:g}"
         point = Arm(label, spec.name.rsplit("_s", 1)[0], (), {"arm": arm, "condition": condition})
         runs.append(SweepRun(spec, point, seed, None))
-    # on the CPU, worker processes that import torch and Lightning once (seconds saved per run)
-    executor: LocalExecutor | InlineExecutor = (
-        InlineExecutor(Runtime(), jobs=jobs, threads_per_job=threads_per_job)
-        if device == "cpu"
-        else LocalExecutor(jobs, threads_per_job=threads_per_job, device=device)
-    )
+    if executor is None:
+        executor = LocalExecutor(jobs, threads_per_job=threads_per_job, device=device)
     results = run_sweep(runs, executor, echo=echo)
     if not isinstance(results, list):  # a local executor always waits for its runs
         raise TypeError(
@@ -359,14 +362,29 @@ def _flat(stats: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: What the text tables print for a missing value (NaN: one seed, no test, …), as the other fdseg tables do.
+MISSING = "–"
+
+
+def _missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
 def _fmt(x: float, scale: float = 100.0, sign: bool = False) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "nan"
+    if _missing(x):
+        return MISSING
     return f"{x * scale:+.2f}" if sign else f"{x * scale:.2f}"
 
 
+def _p(x: float) -> str:
+    return MISSING if _missing(x) else f"{x:.3g}"
+
+
 def format_summary(study: Study, summary: Mapping[str, Any]) -> str:
-    """Plain-text tables: the curve (Fig. 3 / Fig. 9 layout, Dice in %), changes vs the reference."""
+    """Plain-text tables: the curve (Fig. 3 / Fig. 9 layout, Dice in %), changes vs the reference.
+
+    A value that cannot be computed (a CI or a test on one seed, an arm without runs) reads ``–``.
+    """
     name = "k" if study.kind == "data-addition" else "σ"
     conds = study.conditions
     label = {c: (f"{int(c)}" if study.kind == "data-addition" else f"{c:g}") for c in conds}
@@ -393,7 +411,7 @@ def format_summary(study: Study, summary: Mapping[str, Any]) -> str:
             row += (
                 f"  {name}={label[c]}: {_fmt(r['mean_diff'], sign=True)} "
                 f"[{_fmt(r['diff_ci_lo'], sign=True)},{_fmt(r['diff_ci_hi'], sign=True)}] "
-                f"p_t={r['p_t']:.3g} p_w={r['p_w']:.3g}"
+                f"p_t={_p(r['p_t'])} p_w={_p(r['p_w'])}"
             )
         lines.append(row)
     if summary["vs_seg"]:
@@ -408,7 +426,7 @@ def format_summary(study: Study, summary: Mapping[str, Any]) -> str:
                 row += (
                     f"  {name}={label[c]}: {_fmt(r['mean_diff'], sign=True)} "
                     f"[{_fmt(r['diff_ci_lo'], sign=True)},{_fmt(r['diff_ci_hi'], sign=True)}] "
-                    f"p_t={r['p_t']:.3g}"
+                    f"p_t={_p(r['p_t'])}"
                 )
             lines.append(row)
     return "\n".join(lines)

@@ -5,6 +5,11 @@ in result folders of other engines that hold ``run.json`` with an ``arm`` (``fds
 them). The arm of a run is what differs between the configurations given, apart from the seed and the fold
 (e.g. ``fd=true``); when nothing else differs, the configuration's ``name``. The statistics are
 :func:`fdseg.metrics.compare_arms`: runs paired by seed (and fold), images by id.
+
+Arms are listed in the study's own order (the rows of its ``results.csv``, which list the arms in the order
+the study defines them; otherwise the order of the paths given). Without ``--baseline`` the baseline is the
+L_seg-only arm (no L_fd, no L_fd^exch, no auxiliary baseline loss; the first such arm when there are
+several, e.g. Table 1's ✗ before its compute-matched copy), else the first arm.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from fdseg._checks import did_you_mean
 from fdseg.metrics import compare_arms
 from fdseg.training.config import ExperimentConfig
 
-__all__ = ["BASELINE_HINTS", "Comparison", "compare_runs", "find_runs", "format_comparison", "load_runs"]
+__all__ = ["Comparison", "choose_baseline", "compare_runs", "find_runs", "format_comparison", "load_runs"]
 
 #: A result folder of another engine (e.g. nnU-Net): ``{"engine", "arm", "seed", "fold"}``.
 ENGINE_FILE = "run.json"
@@ -30,8 +35,8 @@ NOT_ARM_KEYS = frozenset(
     {"name", "train.seed", "data.fold", "data.cache_dir", "train.progress_bar", "train.num_workers"}
     | {"train.log_every_n_steps"}
 )
-#: Arm labels taken as the baseline when ``--baseline`` is not given (in this order).
-BASELINE_HINTS = ("fd=false", "fd-false", "lseg", "baseline", "none", "base")
+#: Count columns of the comparison table (printed and written as integers; missing: ``<NA>``).
+COUNT_COLUMNS = ("seeds", "n_images", "n", "n_img_pairs")
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
@@ -79,23 +84,60 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _study_file(run_dir: Path) -> Path:
+    """The ``results.csv`` of the study that may list ``run_dir`` (``EXP/runs/<run>`` or ``EXP/<run>``)."""
+    return (run_dir.parent.parent if run_dir.parent.name == "runs" else run_dir.parent) / "results.csv"
+
+
+def _read_study_files(dirs: Sequence[Path]) -> dict[Path, pd.DataFrame]:
+    tables: dict[Path, pd.DataFrame] = {}
+    for path in dict.fromkeys(_study_file(d) for d in dirs):
+        if path.is_file():
+            table = pd.read_csv(path, dtype=str)
+            if "run" in table.columns:
+                tables[path] = table
+    return tables
+
+
+def _in_study_order(dirs: Sequence[Path], tables: Mapping[Path, pd.DataFrame]) -> list[Path]:
+    """``dirs`` with each study's runs in the order of its ``results.csv`` (the order in which the study
+    defines its arms, then seeds); runs that no ``results.csv`` lists stay where they are."""
+    rank = {path: {str(r): i for i, r in reversed(list(enumerate(t["run"])))} for path, t in tables.items()}
+    anchor: dict[Path, int] = {}
+    keys: dict[Path, tuple[int, int]] = {}
+    for index, d in enumerate(dirs):
+        study = _study_file(d)
+        listed = rank.get(study, {})
+        if d.name not in listed:
+            keys[d] = (index, 0)
+            continue
+        keys[d] = (anchor.setdefault(study, index), listed[d.name])
+    return sorted(dirs, key=lambda d: keys[d])
+
+
+def _seg_only(cfg: ExperimentConfig) -> bool:
+    """Whether the run trains with L_seg alone (no L_fd, no L_fd^exch, no auxiliary baseline loss)."""
+    return not cfg.loss.fd and not cfg.loss.exch and cfg.loss.baseline == "none"
+
+
 def load_runs(paths: Sequence[str | Path], *, arms: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """One row per run: ``run``, ``path``, ``arm``, ``seed``, ``fold``, ``done``.
+    """One row per run, in the study's order: ``run``, ``path``, ``arm``, ``seed``, ``fold``, ``done``,
+    ``seg_only`` (trained with L_seg alone; ``False`` for results of another engine).
 
     Args:
         paths: run or experiment directories (see :func:`find_runs`).
         arms: run directory name -> arm label, to override the arms derived from the configurations. Runs
             of a sweep (``EXP/runs/<name>``) take their arm from ``EXP/results.csv`` unless given here.
     """
-    all_dirs = find_runs(paths)
+    found = find_runs(paths)
+    tables = _read_study_files(found)
+    all_dirs = _in_study_order(found, tables)
     dirs = [d for d in all_dirs if (d / "config.yaml").is_file()]
     arms = dict(arms or {})
-    for results in {d.parent.parent / "results.csv" for d in dirs if d.parent.name == "runs"}:
-        if results.is_file():
-            table = pd.read_csv(results, dtype=str)
-            if {"run", "arm"} <= set(table.columns):
-                for run, arm in zip(table["run"], table["arm"]):
-                    arms.setdefault(str(run), str(arm))
+    for results, table in tables.items():
+        if results.parent / "runs" in {d.parent for d in dirs} and "arm" in table.columns:
+            for run, arm in zip(table["run"], table["arm"]):
+                arms.setdefault(str(run), str(arm))
     configs = {d: ExperimentConfig.from_yaml(d / "config.yaml") for d in dirs}
     flats = {d: flat_keys(c.to_dict()) for d, c in configs.items()}
     keys = sorted({k for f in flats.values() for k in f})
@@ -104,7 +146,11 @@ def load_runs(paths: Sequence[str | Path], *, arms: Mapping[str, str] | None = N
     if len(set(short.values())) != len(short):
         short = {k: k for k in varying}
     rows = []
-    for d, cfg in configs.items():
+    for d in all_dirs:
+        cfg = configs.get(d)
+        if cfg is None:
+            rows.append(_engine_row(d, arms))
+            continue
         if arms and d.name in arms:
             arm = arms[d.name]
         elif varying:
@@ -119,11 +165,9 @@ def load_runs(paths: Sequence[str | Path], *, arms: Mapping[str, str] | None = N
                 "seed": cfg.train.seed,
                 "fold": cfg.data.fold if cfg.data.folds else None,
                 "done": (d / "DONE").is_file(),
+                "seg_only": _seg_only(cfg),
             }
         )
-    for d in all_dirs:
-        if d not in configs:
-            rows.append(_engine_row(d, arms))
     return pd.DataFrame(rows)
 
 
@@ -144,6 +188,7 @@ def _engine_row(path: Path, arms: Mapping[str, str] | None) -> dict[str, Any]:
         "seed": int(meta.get("seed", 0)),
         "fold": meta.get("fold"),
         "done": True,
+        "seg_only": False,
     }
 
 
@@ -169,11 +214,14 @@ class Comparison:
     """The result of :func:`compare_runs`.
 
     Attributes:
-        table: one row per arm (see :func:`fdseg.metrics.compare_arms`).
+        table: one row per arm (see :func:`fdseg.metrics.compare_arms`); the counts (``seeds``,
+            ``n_images``, ``n``, ``n_img_pairs``) are integers (``Int64``, ``<NA>`` for the baseline's ``n``).
         baseline: the baseline arm.
         metric: the per-image metric compared.
         notes: runs left out, warnings.
         runs: the runs (see :func:`load_runs`).
+        baseline_reason: why ``baseline`` was chosen, as a phrase (``"given with --baseline"``, ``"the
+            L_seg-only arm, …"``, ``"the first arm in the study's order …"``); empty when not known.
     """
 
     table: pd.DataFrame
@@ -181,25 +229,47 @@ class Comparison:
     metric: str
     notes: list[str]
     runs: pd.DataFrame
+    baseline_reason: str = ""
 
 
-def pick_baseline(arms: Sequence[str], baseline: str | None) -> str:
-    """``baseline`` checked against ``arms`` (did-you-mean), or the arm named like a baseline, else the first.
+def choose_baseline(
+    arms: Sequence[str], baseline: str | None = None, *, seg_only: Sequence[str] = ()
+) -> tuple[str, str]:
+    """The baseline arm and why it was chosen.
+
+    ``baseline`` when given (checked, with a did-you-mean); else the first arm of ``arms`` that is in
+    ``seg_only`` (trained with L_seg alone); else the first arm. ``arms`` is in the study's order.
+
+    Returns:
+        ``(arm, reason)``, the reason as a phrase for the user.
 
     Raises:
         KeyError: an unknown ``baseline``.
+        ValueError: no arm.
     """
+    if not arms:
+        raise ValueError("no arm to compare")
     if baseline is not None:
         if baseline not in arms:
             raise KeyError(
                 f"--baseline {baseline!r} is not an arm{did_you_mean(baseline, arms)} arms: {list(arms)}"
             )
-        return baseline
-    for hint in BASELINE_HINTS:
-        for arm in arms:
-            if hint in arm.lower():
-                return arm
-    return arms[0]
+        return baseline, "given with --baseline"
+    plain = [a for a in arms if a in set(seg_only)]
+    if len(plain) == 1:
+        return plain[0], "the L_seg-only arm, without L_fd or an auxiliary loss"
+    if plain:
+        return plain[0], f"the first of {len(plain)} L_seg-only arms in the study's order"
+    return arms[0], "the first arm in the study's order (no arm trains with L_seg alone)"
+
+
+def _counts_as_int(table: pd.DataFrame) -> pd.DataFrame:
+    """The count columns as integers (pandas makes them float when the baseline row lacks them)."""
+    out = table.copy()
+    for column in COUNT_COLUMNS:
+        if column in out.columns:
+            out[column] = pd.to_numeric(out[column]).round().astype("Int64")
+    return out
 
 
 def compare_runs(
@@ -225,8 +295,9 @@ def compare_runs(
             f"--metric {metric!r} is not a per-image column{did_you_mean(metric, cols)} columns: {cols}"
         )
     arm_names = list(dict.fromkeys(per_image["arm"]))
-    base = pick_baseline(arm_names, baseline)
-    table = compare_arms(per_image, metric=metric, baseline=base, n_boot=n_boot)
+    seg_only = [a for a in arm_names if bool(runs.loc[runs["arm"] == a, "seg_only"].all())]
+    base, reason = choose_baseline(arm_names, baseline, seg_only=seg_only)
+    table = _counts_as_int(compare_arms(per_image, metric=metric, baseline=base, n_boot=n_boot))
     if len(arm_names) < 2:
         notes.append(f"only one arm ({arm_names[0]!r}): nothing to compare")
     small = table[table["n_images"] < 10]
@@ -235,32 +306,44 @@ def compare_runs(
             f"warning: arm {row.arm!r} is evaluated on {row.n_images} image(s) per seed (fewer than 10); "
             "use --folds to test on every image"
         )
-    return Comparison(table, base, metric, notes, runs)
+    return Comparison(table, base, metric, notes, runs, reason)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def _f(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "–"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
 
 
+def _n(value: Any) -> str:
+    """A count as an integer (``–`` when missing)."""
+    return "–" if _missing(value) else str(int(value))
+
+
 def _p(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "–"
     return f"{float(value):.3g}"
 
 
 def format_comparison(cmp: Comparison) -> str:
     """A plain-text rendering: per arm mean ± sd over seeds, then the paired statistics vs the baseline."""
-    lines = [f"{cmp.metric}: mean ± sd over seeds; Δ = arm − {cmp.baseline} (paired by seed and fold)"]
+    lines = []
+    if cmp.baseline_reason:
+        lines.append(f"baseline: {cmp.baseline} ({cmp.baseline_reason}; pick another with --baseline)")
+    lines.append(f"{cmp.metric}: mean ± sd over seeds; Δ = arm − {cmp.baseline} (paired by seed and fold)")
     width = max(len(str(a)) for a in cmp.table["arm"]) + 2
     for row in cmp.table.to_dict("records"):
-        spread = f"± {_f(row['sd'])}" if row["seeds"] > 1 else "(1 seed)"
+        spread = f"± {_f(row['sd'])}" if int(row["seeds"]) > 1 else "(1 seed)"
         lines.append(
             f"  {row['arm']:<{width}} {_f(row['mean'])} {spread}  "
-            f"[{row['seeds']} seeds, {row['n_images']} images/seed]"
+            f"[{_n(row['seeds'])} seeds, {_n(row['n_images'])} images/seed]"
         )
     others = [r for r in cmp.table.to_dict("records") if r["arm"] != cmp.baseline]
     for row in others:
@@ -270,7 +353,7 @@ def format_comparison(cmp: Comparison) -> str:
             lines.append(f"  no paired runs: {row.get('notes', '')}")
             continue
         lines.append(
-            f"  Δ over {row['n']} paired seed(s): {_f(row['mean_diff'])} (sd {_f(row['sd_diff'])}, "
+            f"  Δ over {_n(row['n'])} paired seed(s): {_f(row['mean_diff'])} (sd {_f(row['sd_diff'])}, "
             f"95% t-CI [{_f(row['diff_ci_lo'])}, {_f(row['diff_ci_hi'])}], d_z {_f(row['d_z'], 2)})"
         )
         lines.append(
@@ -286,7 +369,7 @@ def format_comparison(cmp: Comparison) -> str:
             f"{_p(row['p_1samp_greater'])} (arm > baseline)"
         )
         lines.append(
-            f"  per-image Δ ({row['n_img_pairs']} images, mean over seeds): {_f(row['img_diff'])}, "
+            f"  per-image Δ ({_n(row['n_img_pairs'])} images, mean over seeds): {_f(row['img_diff'])}, "
             f"95% bootstrap CI [{_f(row['img_ci_lo'])}, {_f(row['img_ci_hi'])}]"
         )
         if row.get("notes"):

@@ -126,12 +126,16 @@ def run_multiclass(
     out: str | Path,
     *,
     seeds: Sequence[int] = (0, 1, 2),
+    executor: LocalExecutor | None = None,
     jobs: int = 2,
     threads_per_job: int = 1,
     device: str = "cpu",
     on_run_end: Callable[[str, int, float, int, int], None] | None = None,
 ) -> MulticlassResult:
     """Train (or finish) every run, then write the tables, the tests and ``report.html``.
+
+    The runs go to ``executor``; without one, to a :class:`LocalExecutor` of ``jobs``, ``threads_per_job``
+    and ``device``.
 
     Raises:
         RuntimeError: a run failed (its ``train.log`` is named).
@@ -144,7 +148,8 @@ def run_multiclass(
     specs = multiclass_runs(cfg, out, seeds)
     out.mkdir(parents=True, exist_ok=True)
     prepare_data(cfg, out)
-    executor = LocalExecutor(jobs, threads_per_job=threads_per_job, device=device)
+    if executor is None:
+        executor = LocalExecutor(jobs, threads_per_job=threads_per_job, device=device)
     results = executor.run(specs, on_run_end=on_run_end)
     failed = [r for r in results if not r.ok]
     if failed:

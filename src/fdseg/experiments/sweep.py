@@ -99,6 +99,9 @@ class SweepRun:
 def parse_seeds(text: str | int | Sequence[int]) -> tuple[int, ...]:
     """Seeds from ``"0-4"`` (inclusive range), ``"0,3,7"`` (a list) or ``"5"`` / ``5`` (a count: 0..4).
 
+    The one parser of ``--seeds`` for every study command (``fdseg sweep``, ``fdseg experiment …``); a
+    sequence of ints is taken as the seeds themselves.
+
     Raises:
         ValueError: anything else, negative or repeated seeds, an empty range.
     """
@@ -106,12 +109,14 @@ def parse_seeds(text: str | int | Sequence[int]) -> tuple[int, ...]:
         text = str(text)
     if not isinstance(text, str):
         seeds = tuple(int(s) for s in text)  # type: ignore[union-attr]
+        if not seeds:
+            raise ValueError("--seeds: no seed given")
     else:
         raw = text.strip()
         if re.fullmatch(r"\d+", raw):
             count = int(raw)
             if count < 1:
-                raise ValueError(f"--seeds {raw!r}: a count of seeds must be >= 1")
+                raise ValueError(f"--seeds must be >= 1 as a count of seeds, got {raw!r}")
             seeds = tuple(range(count))
         elif m := re.fullmatch(r"(\d+)\s*-\s*(\d+)", raw):
             lo, hi = int(m.group(1)), int(m.group(2))

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -518,11 +519,59 @@ def train_nnunet(
     if resume:
         checkpoint = _latest_checkpoint(output)
         if checkpoint is not None:
+            # nnU-Net reads the file with weights_only=False (and takes no dict: a path only), so the file is
+            # first read the safe way, which refuses anything but tensors and NumPy scalars
+            load_checkpoint(checkpoint)
             instance.load_checkpoint(str(checkpoint))
     instance.run_training()
     if validate:
         instance.perform_actual_validation(False)
     return output
+
+
+def _checkpoint_globals() -> list[Any]:
+    """What an nnU-Net checkpoint holds besides tensors, plain containers and ``torch.device``: NumPy scalars
+    (the logged losses and Dice, ``_best_ema``) and their dtypes, under NumPy 2's and NumPy 1's names."""
+    core: Any = getattr(np, "_core", None) or np.core  # NumPy 2, NumPy 1
+    scalar = core.multiarray.scalar
+    names = ("numpy._core.multiarray.scalar", "numpy.core.multiarray.scalar")  # as pickled by NumPy 2 / 1
+    dtypes = [type(np.dtype(name)) for name in ("float64", "float32", "float16", "int64", "int32", "bool")]
+    return [*((scalar, name) for name in names), np.dtype, *dtypes]
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read an nnU-Net checkpoint (``checkpoint_final.pth``, …) on the CPU without running arbitrary code.
+
+    ``torch.load(weights_only=True)``, with only NumPy's scalar and dtype types allowed beyond torch's
+    defaults; a file that needs anything else (another trainer's objects, a tampered file) is refused.
+
+    Returns:
+        The checkpoint dict (``network_weights``, ``trainer_name``, ``init_args``, ``logging``, …).
+
+    Raises:
+        ValueError: the file needs other Python objects (named) or is not a checkpoint dict.
+    """
+    path = Path(path)
+    with torch.serialization.safe_globals(_checkpoint_globals()):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            try:
+                extra = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+            except Exception:
+                extra = []
+            allowed = {
+                f"{g.__module__}.{g.__name__}" for g in _checkpoint_globals() if not isinstance(g, tuple)
+            }
+            needed = [g for g in extra if g not in allowed and g != "numpy.core.multiarray.scalar"]
+            raise ValueError(
+                f"{path}: refused to load: the file holds Python objects beyond tensors, NumPy scalars and "
+                f"plain containers ({', '.join(needed) or 'unknown'}); fdseg loads nnU-Net checkpoints with "
+                "torch.load(weights_only=True)"
+            ) from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not an nnU-Net checkpoint (a {type(state).__name__}, not a dict)")
+    return state
 
 
 def predict_folder(
@@ -552,7 +601,8 @@ def predict_folder(
 
     Raises:
         FileNotFoundError: a missing checkpoint, ``plans.json`` or ``dataset.json``.
-        ValueError: a checkpoint of another trainer whose architecture fdseg cannot rebuild.
+        ValueError: a checkpoint of another trainer whose architecture fdseg cannot rebuild, or a file that
+            holds Python objects beyond tensors and NumPy scalars (see :func:`load_checkpoint`).
     """
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
@@ -565,7 +615,7 @@ def predict_folder(
             raise FileNotFoundError(f"{needed} not found: is {model} a trained nnU-Net fold folder?")
     if not images.is_dir():
         raise FileNotFoundError(f"{images}: no such image folder")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_checkpoint(path)
     if state.get("trainer_name") not in TRAINERS.values():
         raise ValueError(
             f"{path} was trained with {state.get('trainer_name')!r}; fdseg predicts only with "
@@ -608,6 +658,7 @@ __all__ = [
     "TRAINER_CLASSES",
     "SegPlusFdLoss",
     "label_channels",
+    "load_checkpoint",
     "nnUNetTrainerFD",
     "nnUNetTrainerFDExch",
     "nnunet_taps",

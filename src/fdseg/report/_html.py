@@ -17,7 +17,10 @@ from matplotlib.figure import Figure
 
 from fdseg._io import atomic_write_bytes, atomic_write_text
 
-__all__ = ["Page", "esc", "fmt"]
+__all__ = ["MISSING", "Page", "esc", "fmt"]
+
+#: A missing value (NaN, None) in every table, as fdseg's text tables print it.
+MISSING = "–"
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #1b1b1b; }
@@ -40,19 +43,19 @@ def esc(value: object) -> str:
 
 
 def fmt(value: object, digits: int = 4) -> str:
-    """A float with ``digits`` decimals, ints as they are, ``n/a`` for NaN/None, anything else as text.
+    """A float with ``digits`` decimals, ints as they are, ``–`` for NaN/None/NA, anything else as text.
 
     The result is not escaped; pass it through :func:`esc`.
     """
-    if value is None:
-        return "n/a"
+    if value is None or value is pd.NA:
+        return MISSING
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value))
     if isinstance(value, (int, np.integer)):
         return str(int(value))
     if isinstance(value, (float, np.floating)):
         number = float(value)
-        return "n/a" if math.isnan(number) else f"{number:.{digits}f}"
+        return MISSING if math.isnan(number) else f"{number:.{digits}f}"
     return str(value)  # strings stay as they are: an id such as "01_1" is not a number
 
 
@@ -100,14 +103,16 @@ class Page:
         self.parts.append(f"<pre>{esc(text)}</pre>")
 
     def table(self, frame: pd.DataFrame, *, digits: int = 4, caption: str | None = None) -> None:
-        """A table of ``frame`` (header = columns); floats get ``digits`` decimals, NaN reads ``n/a``.
+        """A table of ``frame`` (header = columns); floats get ``digits`` decimals, NaN reads ``–``.
 
         Columns without any value (all NaN, None or empty text) are left out.
         """
         empty = [
             c
             for c in frame.columns
-            if frame[c].map(lambda v: v is None or (isinstance(v, float) and np.isnan(v)) or v == "").all()
+            if frame[c]
+            .map(lambda v: v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) or v == "")
+            .all()
         ]
         if empty and len(empty) < len(frame.columns):
             frame = frame.drop(columns=empty)

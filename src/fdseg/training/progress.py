@@ -104,7 +104,7 @@ def outcome_lines(run_dir: Path) -> list[str]:
         elif rows and all("tn" in r and int(r["tn"]) + int(r["fn"]) == 0 for r in rows):
             lines.append(
                 f"warning: every test prediction is all foreground ({len(rows)} images): the model marks "
-                f"every pixel, so its Dice is only the foreground fraction"
+                f"every pixel, so IoU is the foreground fraction f (Dice 2f/(1+f))"
             )
     history = run_dir / "history.csv"
     if history.is_file():

@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import Planned, needs_nnunet, run_cli
 
@@ -24,8 +23,10 @@ def test_train_fd_two_epochs_predict_collect_and_resume(
                   "--no-validate", *planned.roots()]  # fmt: skip
     train = run_cli([*train_args, "--epochs", "2"])
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    from fdseg.integrations.nnunet import load_checkpoint
+
     fold = planned.results / "Dataset903_Tiny" / "nnUNetTrainerFD__nnUNetPlans__2d" / "fold_0"
-    state = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    state = load_checkpoint(fold / "checkpoint_final.pth")  # weights_only=True: tensors and NumPy scalars
     assert state["trainer_name"] == "nnUNetTrainerFD" and state["current_epoch"] == 2
     fd_keys = sorted(k for k in state["logging"] if k.startswith("fd/"))
     assert fd_keys == sorted(
@@ -56,7 +57,7 @@ def test_train_fd_two_epochs_predict_collect_and_resume(
 
     resume = run_cli([*train_args, "--epochs", "3", "--c"])
     assert resume.returncode == 0, resume.stdout[-3000:] + resume.stderr[-3000:]
-    state = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    state = load_checkpoint(fold / "checkpoint_final.pth")
     assert state["current_epoch"] == 3
     assert all(len(state["logging"][k]) == 3 for k in fd_keys)
     # resuming with other L_fd settings is refused before anything trains
@@ -68,4 +69,4 @@ def test_train_fd_two_epochs_predict_collect_and_resume(
     with pytest.raises(ValueError, match="the run started with L_fd settings"):
         train_nnunet(903, "2d", 0, fd_settings=FdSettings(lambda_max=0.5, warmup_epochs=1), resume=True,
                      epochs=4, device="cpu")  # fmt: skip
-    assert torch.load(fold / "checkpoint_final.pth", weights_only=False)["current_epoch"] == 3
+    assert load_checkpoint(fold / "checkpoint_final.pth")["current_epoch"] == 3
