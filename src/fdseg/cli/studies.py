@@ -56,8 +56,8 @@ def _executor(
     if executor == "inline":
         from fdseg.cli import _runtime
 
-        threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
-        return InlineExecutor(_runtime(device), jobs=jobs, threads_per_job=threads)
+        cores = threads or max(1, (os.cpu_count() or 1) // max(jobs, 1))
+        return InlineExecutor(_runtime(device), jobs=jobs, threads_per_job=cores)
     if executor == "slurm":
         return SlurmExecutor(
             exp / "slurm",

@@ -35,7 +35,7 @@ from scipy import stats
 
 from fdseg.data.cache import CachedDataset
 from fdseg.data.open import open_dataset
-from fdseg.experiments.executors import LocalExecutor, RunResult, RunSpec
+from fdseg.experiments.executors import InlineExecutor, LocalExecutor, RunResult, RunSpec
 from fdseg.training.config import ExperimentConfig
 
 METHODS = ("U-Net", "U-Net + L_fd")
@@ -126,7 +126,7 @@ def run_multiclass(
     out: str | Path,
     *,
     seeds: Sequence[int] = (0, 1, 2),
-    executor: LocalExecutor | None = None,
+    executor: LocalExecutor | InlineExecutor | None = None,
     jobs: int = 2,
     threads_per_job: int = 1,
     device: str = "cpu",
