@@ -227,7 +227,7 @@ class PixelContrastiveLoss(nn.Module):
             raise ValueError(f"features have batch {feats.shape[0]} but the mask has {mask.shape[0]}")
         size = (int(feats.shape[-2]), int(feats.shape[-1]))
         m = _resize_mask(mask, size, self.mask_resize, True)
-        z = self.project(feats).flatten(2)  # (B, D, h*w)
+        flat = feats.flatten(2)  # (B, C, h*w)
         draws = sample_pixels(
             m, max_fg=self.max_fg, max_bg=self.max_bg, generator=generator or self.generator
         )
@@ -235,10 +235,10 @@ class PixelContrastiveLoss(nn.Module):
         for b, (idx, labels) in enumerate(draws):
             if idx.numel() < 2 or int(labels.unique().numel()) == idx.numel():
                 continue
-            per_image.append(
-                supervised_contrastive_loss(z[b][:, idx].T, labels, temperature=self.temperature)
-            )
-        total = torch.stack(per_image).mean() if per_image else z.sum() * 0.0
+            # the head is a 1x1 convolution: projecting only the sampled pixels gives the same embeddings
+            z = self.project(flat[b][:, idx][None, :, :, None])[0, :, :, 0]  # (D, n)
+            per_image.append(supervised_contrastive_loss(z.T, labels, temperature=self.temperature))
+        total = torch.stack(per_image).mean() if per_image else self.project(feats[:1, :, :1, :1]).sum() * 0.0
         return LossOutput(total, {"con": total.detach()})
 
 
