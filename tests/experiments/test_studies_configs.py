@@ -9,7 +9,7 @@ import pytest
 from fdseg.experiments.table1 import PAPER_TABLE1, dataset_name, table1_runs
 from fdseg.models import list_models
 from fdseg.training.config import ExperimentConfig
-from fdseg.training.run import check_buildable
+from fdseg.training.run import preflight
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "experiments").glob("table1_*.yaml"))
 
@@ -27,7 +27,7 @@ def test_config_expands_into_table1_runs(path: Path, tmp_path: Path) -> None:
     runs = table1_runs(cfg, tmp_path, seeds=(0, 1))
     assert len(runs) == 6 and {r.spec.config.loss.fd for r in runs} == {False, True}
     if path.stem.endswith("_cpu"):
-        check_buildable(cfg)  # the CPU variants build as they are (no data needed)
+        preflight(cfg)  # the CPU variants build as they are (no data needed)
         assert cfg.data.image_size <= 128
     else:  # GPU cells: the paper's schedule and, where the paper has the cell, its numbers
         assert (cfg.train.epochs_phase1, cfg.train.epochs_phase2, cfg.train.batch_size) == (100, 75, 4)

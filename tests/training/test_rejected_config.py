@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fdseg.training.config import ExperimentConfig
-from fdseg.training.run import check_buildable, train_run
+from fdseg.training.run import preflight, train_run
 
 Tiny = Callable[..., ExperimentConfig]
 
@@ -40,5 +40,5 @@ def test_check_buildable_leaves_the_global_rng_alone(data_dir: Path, tiny: Tiny)
     torch.manual_seed(3)
     expected = torch.rand(4)
     torch.manual_seed(3)
-    check_buildable(tiny(data_dir))
+    preflight(tiny(data_dir))
     assert torch.equal(torch.rand(4), expected)

@@ -43,7 +43,7 @@ from fdseg.experiments.divergence import SubsetRule, divergence_study, json_text
 from fdseg.experiments.executors import InlineExecutor, LocalExecutor, RunResult, RunSpec
 from fdseg.metrics.stats import compare_seeds, t_ci
 from fdseg.training.config import ExperimentConfig
-from fdseg.training.run import check_buildable
+from fdseg.training.run import preflight
 
 #: Arm name -> (label, loss-section overrides, compute-matched).
 ARMS: Mapping[str, tuple[str, dict[str, Any], bool]] = {
@@ -153,7 +153,7 @@ def _seeds(seeds: int | str | Sequence[int]) -> list[int]:
 
 def _check_runs(cfg: ExperimentConfig, arms: Sequence[str]) -> None:
     for arm in arms:  # each arm's model, losses and heads once, before anything runs
-        check_buildable(arm_config(cfg, arm, 0, {}))
+        preflight(arm_config(cfg, arm, 0, {}))
 
 
 def plan_data_addition(

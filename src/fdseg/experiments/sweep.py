@@ -443,7 +443,7 @@ def check_runs(runs: Sequence[SweepRun]) -> None:
         ValueError / KeyError / TypeError: naming the first run that cannot be built.
         RunConfigMismatchError: a run directory holds another configuration.
     """
-    from fdseg.training.run import check_buildable, check_run_config
+    from fdseg.training.run import check_run_config, preflight
 
     seen: set[str] = set()
     for run in runs:
@@ -452,7 +452,7 @@ def check_runs(runs: Sequence[SweepRun]) -> None:
             continue
         seen.add(run.arm.slug)
         try:
-            check_buildable(run.spec.config)
+            preflight(run.spec.config)
         except (ValueError, KeyError, TypeError) as err:
             message = err.args[0] if err.args else err
             raise type(err)(f"run {run.name} ({run.arm.label}) cannot train: {message}") from None

@@ -249,10 +249,6 @@ def _dry_run(cfg: ExperimentConfig, task: Any) -> None:
             loss(feats, mask, source=source)
 
 
-#: Kept for callers of the earlier name.
-check_buildable = preflight
-
-
 def train_run(
     cfg: ExperimentConfig,
     run_dir: str | Path,
