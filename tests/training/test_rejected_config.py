@@ -36,7 +36,7 @@ def test_rejected_config_leaves_no_run_dir_and_the_corrected_one_trains(
         assert [int(r["phase"]) for r in csv.DictReader(fh)] == [1, 2]
 
 
-def test_check_buildable_leaves_the_global_rng_alone(data_dir: Path, tiny: Tiny) -> None:
+def test_preflight_leaves_the_global_rng_alone(data_dir: Path, tiny: Tiny) -> None:
     torch.manual_seed(3)
     expected = torch.rand(4)
     torch.manual_seed(3)
