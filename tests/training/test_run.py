@@ -136,3 +136,21 @@ def test_missing_mask_is_named_before_training(tmp_path: Path, tiny: Tiny) -> No
     with pytest.raises(DatasetError, match=r"masks/3\.png: missing mask"):
         train_run(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+
+
+def test_max_steps_is_honoured_exactly_with_a_partial_last_epoch(
+    tmp_path: Path, data_dir: Path, tiny: Tiny, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 7 base + 4 novel training images, batch 4: 3 steps per epoch; 7 steps split 2:2 -> 4 + 3
+    cfg = tiny(data_dir, train={"max_steps": 7})
+    said: list[str] = []
+    run = train_run(cfg, tmp_path / "run", evaluate=False, echo=said.append)
+    rows = _history(run)
+    assert [(int(r["phase"]), int(r["step"])) for r in rows] == [(1, 3), (1, 4), (2, 3)]
+    assert all(r["val_dice"] != "" for r in rows)  # the partial epoch is validated like the others
+    assert (
+        "phase 1: 2 epochs x 3 steps (4 steps: the last epoch 1), λ = 0 -> checkpoints/phase1_best.ckpt"
+        in said
+    )
+    meta = checkpoint_meta(run / "checkpoints" / "last.ckpt")
+    assert meta is not None and (meta["phase"], meta["epoch"]) == (2, 2)

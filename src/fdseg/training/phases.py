@@ -9,8 +9,8 @@ named ``best.ckpt``. ``checkpoints/last.ckpt`` is rewritten at an epoch's end ev
 interrupted run resumes from it (:class:`RunCheckpoint`).
 
 With an optimiser-step budget (``train.max_steps``) the budget is split between the phases in proportion to
-their epochs and rounded to whole epochs (validation and checkpointing happen at epoch ends), so the steps
-actually taken can differ from the budget by less than one epoch per phase; ``history.csv`` records them.
+their epochs, and each phase stops after exactly its share of steps (:class:`StepBudget`): its last epoch
+may be partial, and is validated and checkpointed like any other. Adding data thus adds no compute.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class Phase:
         epoch_offset: global index of its first epoch.
         lambda_zero: λ ≡ 0 in this phase (phase 1, the compute-matched baseline's phase 2).
         best_name: checkpoint file of its best validation Dice.
+        steps: the phase's optimiser steps when ``train.max_steps`` is set (``None``: whole epochs).
     """
 
     index: int
@@ -54,6 +55,7 @@ class Phase:
     epoch_offset: int
     lambda_zero: bool
     best_name: str
+    steps: int | None = None
 
 
 def plan_phases(cfg: ExperimentConfig, steps_per_epoch: int) -> list[Phase]:
@@ -70,15 +72,17 @@ def plan_phases(cfg: ExperimentConfig, steps_per_epoch: int) -> list[Phase]:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
     train = cfg.train
     e1, e2 = train.epochs_phase1, train.epochs_phase2 if cfg.has_phase2 else 0
+    s1: int | None = None
+    s2: int | None = None
     if train.max_steps is not None:
-        steps1 = train.max_steps * e1 / (e1 + e2)
-        e1_new = max(1, round(steps1 / steps_per_epoch))
-        e2 = max(1, round((train.max_steps - e1_new * steps_per_epoch) / steps_per_epoch)) if e2 else 0
-        e1 = e1_new
+        s1 = max(1, round(train.max_steps * e1 / (e1 + e2))) if e2 else train.max_steps
+        s2 = max(1, train.max_steps - s1) if e2 else None
+        e1 = math.ceil(s1 / steps_per_epoch)
+        e2 = math.ceil(s2 / steps_per_epoch) if s2 else 0
     phase1_name = "phase1_best.ckpt" if e2 else "best.ckpt"
-    phases = [Phase(1, e1, 0, True, phase1_name)]
+    phases = [Phase(1, e1, 0, True, phase1_name, s1)]
     if e2:
-        phases.append(Phase(2, e2, e1, train.compute_matched or not cfg.loss.fd, "best.ckpt"))
+        phases.append(Phase(2, e2, e1, train.compute_matched or not cfg.loss.fd, "best.ckpt", s2))
     return phases
 
 
@@ -119,6 +123,22 @@ def restore_stream(checkpoint: Mapping[str, Any], stream: Any) -> None:
 
 #: The clock of the checkpoint cadence (seconds, monotonic). Tests replace it to inject time.
 clock: Callable[[], float] = time.monotonic
+
+
+class StepBudget(pl.Callback):
+    """Stop the phase after exactly ``steps`` optimiser steps, validating its last (partial) epoch.
+
+    Used with ``Trainer(max_steps=steps)`` (which sizes the learning-rate schedule): setting
+    ``trainer.should_stop`` makes Lightning validate and close the epoch, so the last epoch gets its history
+    row and checkpoints like any other.
+    """
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step >= self.steps:
+            trainer.should_stop = True
 
 
 def _host_copy(tensor: torch.Tensor) -> torch.Tensor:

@@ -56,10 +56,18 @@ def summary_lines(
     for phase in phases:
         what = "λ = 0" if phase.lambda_zero else f"L_fd on ({cfg.loss.lambda_strategy} λ)"
         lines.append(
-            f"phase {phase.index}: {phase.epochs} epochs x {steps_per_epoch} steps, {what} -> "
-            f"checkpoints/{phase.best_name}"
+            f"phase {phase.index}: {phase.epochs} epochs x {steps_per_epoch} steps"
+            f"{_budget(phase, steps_per_epoch)}, {what} -> checkpoints/{phase.best_name}"
         )
     return lines
+
+
+def _budget(phase: Phase, steps_per_epoch: int) -> str:
+    """`` (N steps: the last epoch k)`` when the phase's step budget cuts its last epoch short."""
+    if phase.steps is None or phase.steps == phase.epochs * steps_per_epoch:
+        return ""
+    last = phase.steps - (phase.epochs - 1) * steps_per_epoch
+    return f" ({phase.steps} steps: the last epoch {last})"
 
 
 def epoch_line(

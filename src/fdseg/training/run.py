@@ -42,6 +42,7 @@ from fdseg.training.phases import (
     AtomicCheckpointIO,
     Phase,
     RunCheckpoint,
+    StepBudget,
     plan_phases,
     restore_stream,
     steps_per_epoch,
@@ -114,6 +115,7 @@ def make_trainer(
     deterministic: Any = {"warn": "warn", "true": True, "false": False}[cfg.train.deterministic]
     return pl.Trainer(
         max_epochs=phase.epochs,
+        max_steps=phase.steps if phase.steps is not None else -1,
         accelerator=runtime.accelerator,
         devices=_devices(cfg.train.devices),
         strategy=cfg.train.strategy,
@@ -405,7 +407,8 @@ def _train_phase(
         restore_stream(last, data.stream)
     recorder = RunCheckpoint(ckpt_dir, phase, cfg.train.checkpoint_every_s, data.stream)
     # Lightning calls Checkpoint callbacks last, in list order: the history row, then the checkpoints
-    trainer = make_trainer(cfg, phase, runtime, [*callbacks, recorder], ckpt_dir.parent)
+    budget = [StepBudget(phase.steps)] if phase.steps is not None else []
+    trainer = make_trainer(cfg, phase, runtime, [*budget, *callbacks, recorder], ckpt_dir.parent)
     loaders = data.loaders(cfg)
     ckpt_path = str(last_path) if resume else None
     try:
