@@ -58,7 +58,7 @@ def test_a_resumed_run_says_where_it_resumes(tmp_path: Path, data_dir: Path, tin
         train_run(cfg, run, callbacks=[_Crash()], evaluate=False)
     said: list[str] = []
     train_run(cfg, run, evaluate=False, echo=said.append)
-    assert "resuming from epoch 1 (phase 1)" in said
+    assert "resuming from epoch 2 (phase 1)" in said  # epoch lines count from 1: it redoes "epoch 2/2"
     assert [s.split(":")[0] for s in said if s.startswith("phase 1 epoch")] == [
         "phase 1 epoch 2/2 (run epoch 2/2)"
     ]

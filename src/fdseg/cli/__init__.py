@@ -83,24 +83,40 @@ def train(
         typer.Option("--device", help="auto (CUDA when present), cpu or gpu. Default: train.accelerator."),
     ] = None,
     no_eval: Annotated[bool, typer.Option("--no-eval", help="Skip the test-split evaluation.")] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads", help="torch CPU threads (default: all cores; 1 is often faster on a busy machine)."
+        ),
+    ] = None,
 ) -> None:
     """Train one run (two phases, resumable), evaluate it on the test split, print where it is."""
     from fdseg.training.config import ExperimentConfig
     from fdseg.training.progress import outcome_lines
     from fdseg.training.run import is_global_zero, train_run
 
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
     cfg = ExperimentConfig.from_yaml(config).with_overrides(overrides or [])
     runtime = _runtime(device or cfg.train.accelerator)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     _seed(cfg.train.seed)
     start = time.perf_counter()
+    finished_before = (out / "DONE").is_file()
     try:
         run_dir = train_run(cfg, out, runtime=runtime, evaluate=not no_eval, echo=_echo)
-    except KeyboardInterrupt as exc:  # typer would turn it into a silent exit 130
+    except KeyboardInterrupt as exc:  # typer would turn it into a silent exit 130 (143 after SIGTERM)
         typer.echo(str(exc) or "interrupted", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(143 if "(SIGTERM)" in str(exc) else 130) from None
     if not is_global_zero():
         return
-    _echo(f"run finished in {time.perf_counter() - start:.1f} s: {run_dir}")
+    if finished_before:
+        _echo(f"already finished (DONE), nothing trained: {run_dir}")
+    else:
+        _echo(f"run finished in {time.perf_counter() - start:.1f} s: {run_dir}")
     for line in outcome_lines(run_dir):
         _echo(line)
 

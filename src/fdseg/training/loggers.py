@@ -39,8 +39,11 @@ def check_logger(name: str) -> None:
         )
 
 
-def make_logger(name: str, run_dir: Path, run_name: str) -> Any:
-    """The Lightning logger ``name`` writing under ``<run_dir>/logs``; ``False`` for ``none``.
+def make_logger(name: str, run_dir: Path, run_name: str, phase: int = 1) -> Any:
+    """The Lightning logger ``name`` of one phase, under ``<run_dir>/logs``; ``False`` for ``none``.
+
+    Each phase has its own Trainer, hence its own logger version: ``logs/<name>/phase<P>`` (csv,
+    tensorboard), an MLflow/W&B run named ``<run_name>-phase<P>``; epochs count from 0 within a phase.
 
     Raises:
         ValueError: as :func:`check_logger`.
@@ -52,17 +55,23 @@ def make_logger(name: str, run_dir: Path, run_name: str) -> Any:
     if name == "csv":
         from lightning.pytorch.loggers import CSVLogger
 
-        return CSVLogger(logs, name="csv", version="")
+        return CSVLogger(logs, name="csv", version=f"phase{phase}")
     if name == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        return TensorBoardLogger(logs, name="tensorboard", version="", default_hp_metric=False)
+        return TensorBoardLogger(logs, name="tensorboard", version=f"phase{phase}", default_hp_metric=False)
     if name == "mlflow":
         from lightning.pytorch.loggers import MLFlowLogger
 
-        return MLFlowLogger(experiment_name=run_name, tracking_uri=(logs / "mlruns").resolve().as_uri())
+        return MLFlowLogger(
+            experiment_name=run_name,
+            run_name=f"{run_name}-phase{phase}",
+            tracking_uri=(logs / "mlruns").resolve().as_uri(),
+        )
     from lightning.pytorch.loggers import WandbLogger
 
     return WandbLogger(
-        name=run_name, save_dir=str(logs), offline=os.environ.get("WANDB_MODE", "offline") == "offline"
+        name=f"{run_name}-phase{phase}",
+        save_dir=str(logs),
+        offline=os.environ.get("WANDB_MODE", "offline") == "offline",
     )

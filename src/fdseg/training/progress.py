@@ -123,5 +123,6 @@ def outcome_lines(run_dir: Path) -> list[str]:
                 f"warning: the validation Dice stayed 0 in all {len(dices)} epochs: the run learnt no "
                 f"foreground (check the masks with fdseg data check, or the learning rate)"
             )
-    lines.append(f"outputs: {run_dir} (history.csv, checkpoints/, test/, figures/)")
+    logs = ", logs/" if (run_dir / "logs").is_dir() else ""
+    lines.append(f"outputs: {run_dir} (history.csv, checkpoints/, test/, figures/{logs})")
     return lines

@@ -122,7 +122,7 @@ def make_trainer(
         precision=resolved_precision(cfg, runtime),  # type: ignore[arg-type]
         deterministic=deterministic,
         benchmark=True if runtime.cuda and deterministic is not True else None,
-        logger=make_logger(cfg.train.logger, root, cfg.name),
+        logger=make_logger(cfg.train.logger, root, cfg.name, phase.index),
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=True,
         enable_progress_bar=cfg.train.progress_bar,
@@ -176,10 +176,10 @@ def _sigint_raises() -> Iterator[None]:
         yield
         return
 
-    def handler(_signum: int, _frame: FrameType | None) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise _Interrupt
+        raise _Interrupt(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -324,9 +324,13 @@ def train_run(
                 run_dir / "DONE",
                 {"finished": datetime.now(UTC).isoformat(timespec="seconds"), "epochs": len(history.rows)},
             )
-    except _Interrupt:
-        where = f"at epoch {progress['epoch']} (phase {progress['phase']})" if progress else "before training"
-        raise KeyboardInterrupt(f"interrupted {where}; rerun the same command to resume") from None
+    except _Interrupt as exc:
+        # epochs counted from 1, as in the per-epoch lines ("run epoch E/G")
+        where = "before training"
+        if progress:
+            where = f"at epoch {progress['epoch'] + 1} (phase {progress['phase']})"
+        by = " (SIGTERM)" if exc.args and exc.args[0] == signal.SIGTERM else ""
+        raise KeyboardInterrupt(f"interrupted {where}{by}; rerun the same command to resume") from None
     finally:
         lock.release()
     return run_dir
@@ -361,7 +365,7 @@ def _train_phases(
         if meta is not None:
             nxt = int(meta["epoch"]) + 1
             where = next((p.index for p in phases if nxt < p.epoch_offset + p.epochs), phases[-1].index)
-            echo(f"resuming from epoch {nxt} (phase {where})")
+            echo(f"resuming from epoch {nxt + 1} (phase {where})")  # counted from 1, as the epoch lines
     for phase in phases:
         resume = meta is not None and int(meta["phase"]) == phase.index
         if meta is not None and int(meta["phase"]) > phase.index:
@@ -420,7 +424,8 @@ def _train_phase(
         task.close()
     if trainer.interrupted:
         raise KeyboardInterrupt(
-            f"interrupted at epoch {recorder.epoch} (phase {phase.index}); rerun the same command to resume"
+            f"interrupted at epoch {(recorder.epoch or 0) + 1} (phase {phase.index}); rerun the same command "
+            "to resume"
         )
 
 
