@@ -27,7 +27,14 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.mark.slow
-def test_ctrl_c_says_where_and_exits_130(tmp_path: Path, data_dir: Path, tiny: Tiny) -> None:
+@pytest.mark.parametrize(
+    ("sig", "code", "by"),
+    [(signal.SIGINT, 130, ""), (signal.SIGTERM, 143, r" \(SIGTERM\)")],
+    ids=["int", "term"],
+)
+def test_ctrl_c_says_where_and_exits_130(
+    tmp_path: Path, data_dir: Path, tiny: Tiny, sig: int, code: int, by: str
+) -> None:
     cfg = tiny(data_dir, train={"epochs_phase1": 200, "epochs_phase2": 0})
     config = tmp_path / "c.yaml"
     cfg.to_yaml(config)
@@ -46,14 +53,15 @@ def test_ctrl_c_says_where_and_exits_130(tmp_path: Path, data_dir: Path, tiny: T
                 break
             time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()[1][-2000:]
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err[-2000:]
+    assert proc.returncode == code, err[-2000:]
     last = err.strip().splitlines()[-1]
-    found = re.fullmatch(r"interrupted at epoch (\d+) \(phase 1\); rerun the same command to resume", last)
+    message = rf"interrupted at epoch (\d+) \(phase 1\){by}; rerun the same command to resume"
+    found = re.fullmatch(message, last)
     assert found, err[-2000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     meta = checkpoint_meta(run / "checkpoints" / "last.ckpt")  # still a loadable checkpoint
