@@ -81,3 +81,58 @@ def test_demo_arms_are_compute_matched(tmp_path: Path) -> None:
         assert cfg.has_phase2  # L_seg arms run phase 2 with λ ≡ 0 (compute_matched)
         assert cfg.train.compute_matched == (not cfg.loss.fd)
         assert (cfg.data.novel is None) == (cfg.name == ARMS[0][0])
+
+
+POOL_PARENT = """
+import sys
+from pathlib import Path
+from fdseg.experiments.executors import InlineExecutor, RunSpec
+from fdseg.training.config import ExperimentConfig
+
+cfg = ExperimentConfig.from_yaml(sys.argv[1])
+specs = [RunSpec(f"s{i}", cfg, Path(sys.argv[2]) / f"s{i}") for i in range(2)]
+InlineExecutor(jobs=2, threads_per_job=1).run(specs)
+"""
+
+
+@pytest.mark.slow
+def test_workers_end_when_the_study_process_is_killed(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "long.yaml"
+    _tiny(tmp_path, 0).with_overrides(["train.epochs_phase1=500"]).to_yaml(config)
+    src = Path(__file__).resolve().parents[2] / "src"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", POOL_PARENT, str(config), str(tmp_path / "exp")],
+        env={**os.environ, "PYTHONPATH": str(src)},
+    )
+    try:
+        workers: list[int] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(workers) < 2:
+            time.sleep(0.5)
+            found = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True)
+            workers = [int(p) for p in found.stdout.split()]
+        assert len(workers) >= 2, "the pool's workers did not start"
+        # wait until a worker is training (its run directory has a lock), then kill the study process
+        while time.monotonic() < deadline and not list((tmp_path / "exp").glob("s*/train.lock")):
+            time.sleep(0.5)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+        time.sleep(5)  # the workers look for their parent every second
+        alive = [pid for pid in workers if Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)]
+        assert not alive, f"orphaned workers still running: {alive}"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return "Z"

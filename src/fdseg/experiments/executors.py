@@ -299,10 +299,23 @@ class SlurmExecutor:
         return Submission([str(j.job_id) for j in jobs], [s.name for s in todo], skipped, self.folder)
 
 
+def _exit_with_parent(parent: int) -> None:
+    """End this worker as soon as the process that started it is gone (killed, crashed)."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
 def _worker_init(threads: int | None) -> None:
-    """A worker's torch intra-op threads and warning filter (as ``fdseg``'s own), before it trains."""
+    """A worker's torch intra-op threads and warning filter (as ``fdseg``'s own), before it trains.
+
+    A watcher thread ends the worker when its parent dies, so a killed study leaves no orphan training.
+    """
+    import threading
     import warnings
 
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     warnings.filterwarnings("ignore", module=r"lightning\..*")
     if threads is not None:
         import torch
