@@ -154,3 +154,17 @@ def test_max_steps_is_honoured_exactly_with_a_partial_last_epoch(
     )
     meta = checkpoint_meta(run / "checkpoints" / "last.ckpt")
     assert meta is not None and (meta["phase"], meta["epoch"]) == (2, 2)
+
+
+def test_a_step_budget_run_resumed_mid_phase_ends_like_the_uninterrupted(
+    tmp_path: Path, data_dir: Path, tiny: Tiny
+) -> None:
+    cfg = tiny(data_dir, train={"max_steps": 7})  # phase 1: 3 + 1 steps, phase 2: 3 steps
+    pl.seed_everything(0, verbose=False)
+    reference = train_run(cfg, tmp_path / "reference", evaluate=False)
+    run = tmp_path / "run"
+    pl.seed_everything(0, verbose=False)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_run(cfg, run, callbacks=[_StopAt(0)], evaluate=False)  # last.ckpt: the end of epoch 0
+    train_run(cfg, run, evaluate=False)
+    assert (run / "history.csv").read_text() == (reference / "history.csv").read_text()

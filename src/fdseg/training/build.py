@@ -206,4 +206,5 @@ def build_task(
         aux_losses=[baseline] if baseline is not None else [],
         aux_weight=baseline_weight(cfg),
         aux_active=phase.index == 2 and not cfg.train.compute_matched,
+        total_steps=phase.steps,
     )

@@ -128,9 +128,10 @@ clock: Callable[[], float] = time.monotonic
 class StepBudget(pl.Callback):
     """Stop the phase after exactly ``steps`` optimiser steps, validating its last (partial) epoch.
 
-    Used with ``Trainer(max_steps=steps)`` (which sizes the learning-rate schedule): setting
-    ``trainer.should_stop`` makes Lightning validate and close the epoch, so the last epoch gets its history
-    row and checkpoints like any other.
+    Setting ``trainer.should_stop`` makes Lightning validate and close the epoch, so the last epoch gets its
+    history row and checkpoints like any other. (``Trainer(max_steps=...)`` is not used: with it, Lightning
+    2.6 resumes a checkpoint written at an epoch's end as a restart inside that epoch.) The task sizes its
+    learning-rate schedule from the same budget (``SegmentationTask.total_steps``).
     """
 
     def __init__(self, steps: int) -> None:

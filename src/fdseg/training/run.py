@@ -115,7 +115,6 @@ def make_trainer(
     deterministic: Any = {"warn": "warn", "true": True, "false": False}[cfg.train.deterministic]
     return pl.Trainer(
         max_epochs=phase.epochs,
-        max_steps=phase.steps if phase.steps is not None else -1,
         accelerator=runtime.accelerator,
         devices=_devices(cfg.train.devices),
         strategy=cfg.train.strategy,

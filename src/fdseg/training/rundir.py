@@ -32,7 +32,10 @@ from fdseg.training.config import ExperimentConfig
 log = logging.getLogger(__name__)
 
 #: Keys that may differ between the saved and the requested config of a run (they do not change results).
-RUNTIME_KEYS = frozenset({"train.progress_bar", "train.num_workers", "train.log_every_n_steps"})
+RUNTIME_KEYS = frozenset({
+    "train.progress_bar", "train.num_workers", "train.log_every_n_steps", "train.checkpoint_every_s",
+    "train.logger", "train.channels_last",
+})  # fmt: skip
 LOCK_NAME = "train.lock"
 
 

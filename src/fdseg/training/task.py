@@ -87,6 +87,7 @@ class SegmentationTask(pl.LightningModule):
             their heads are parameters of this task (trained, saved in checkpoints, never part of ``model``).
         aux_weight: their weight in the total loss.
         aux_active: whether they are on in this phase; when off they are not computed at all.
+        total_steps: the phase's optimiser-step budget (sizes the cosine schedule); ``None``: its epochs.
     """
 
     def __init__(
@@ -109,6 +110,7 @@ class SegmentationTask(pl.LightningModule):
         aux_losses: Sequence[nn.Module] = (),
         aux_weight: float = 0.0,
         aux_active: bool = False,
+        total_steps: int | None = None,
     ) -> None:
         super().__init__()
         if fd_losses and lambda_strategy is None and not force_zero:
@@ -119,6 +121,7 @@ class SegmentationTask(pl.LightningModule):
         self.aux_losses = nn.ModuleList(aux_losses)
         self.aux_weight = float(aux_weight)
         self.aux_active = bool(aux_active)
+        self.total_steps = total_steps
         self._tap = tap
         self._tap_handle = tap_handle
         self.lambda_strategy = lambda_strategy
@@ -445,6 +448,6 @@ class SegmentationTask(pl.LightningModule):
         optimizer = build_optimizer(self.parameters(), cfg, fused=self.fused_adamw)
         if cfg.scheduler == "none":
             return optimizer
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        total = self.total_steps or max(int(self.trainer.estimated_stepping_batches), 1)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=0.0)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
