@@ -413,12 +413,18 @@ class InlineExecutor:
             self.jobs, mp_context=context, initializer=_worker_init, initargs=(self.threads_per_job,)
         ) as pool:
             futures = {pool.submit(train_inline, specs[i], self.runtime): i for i in todo}
-            for future in as_completed(futures):
-                index = futures[future]
-                try:
-                    result = future.result()
-                except Exception as err:  # the worker died (e.g. out of memory)
-                    with (specs[index].run_dir / "train.log").open("a") as log:
-                        log.write(f"error: the worker process training this run died ({err!r})\n")
-                    result = RunResult(specs[index], 1, 0.0)
-                done(index, result)
+            try:
+                for future in as_completed(futures):
+                    index = futures[future]
+                    try:
+                        result = future.result()
+                    except Exception as err:  # a worker died (e.g. out of memory): the pool is broken
+                        folder = specs[index].run_dir
+                        folder.mkdir(parents=True, exist_ok=True)
+                        with (folder / "train.log").open("a") as log:
+                            log.write(f"error: a worker process of the study died ({err!r}); rerun\n")
+                        result = RunResult(specs[index], 1, 0.0)
+                    done(index, result)
+            except BaseException:  # Ctrl-C: do not start the queued runs
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
