@@ -7,6 +7,7 @@ import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 
 from fdseg.cli import main
@@ -65,3 +66,23 @@ def test_an_unknown_logger_lists_the_valid_ones(data_dir: Path, tiny: Tiny) -> N
     message = str(info.value)
     assert "unknown train.logger 'tensorbord'; did you mean 'tensorboard'?" in message
     assert "['csv', 'mlflow', 'none', 'tensorboard', 'wandb']" in message
+
+
+class _CrashAfterFirst(pl.Callback):
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == 1:
+            raise RuntimeError("simulated crash")
+
+
+def test_a_resumed_phase_logs_beside_the_earlier_file(tmp_path: Path, data_dir: Path, tiny: Tiny) -> None:
+    cfg = tiny(data_dir, train={"logger": "csv", "epochs_phase2": 0})
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_run(cfg, run, callbacks=[_CrashAfterFirst()], evaluate=False)
+    train_run(cfg, run, evaluate=False)
+    first = [r for r in _rows(run / "logs" / "csv" / "phase1" / "metrics.csv") if r.get("val_dice")]
+    second = [r for r in _rows(run / "logs" / "csv" / "phase1-2" / "metrics.csv") if r.get("val_dice")]
+    history = _rows(run / "history.csv")
+    assert [float(r["val_dice"]) for r in first + second] == pytest.approx(
+        [float(r["val_dice"]) for r in history]
+    )

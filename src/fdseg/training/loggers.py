@@ -43,7 +43,8 @@ def make_logger(name: str, run_dir: Path, run_name: str, phase: int = 1) -> Any:
     """The Lightning logger ``name`` of one phase, under ``<run_dir>/logs``; ``False`` for ``none``.
 
     Each phase has its own Trainer, hence its own logger version: ``logs/<name>/phase<P>`` (csv,
-    tensorboard), an MLflow/W&B run named ``<run_name>-phase<P>``; epochs count from 0 within a phase.
+    tensorboard; a resumed phase writes ``phase<P>-2``, ``-3``…, never over the earlier file), an MLflow/W&B
+    run named ``<run_name>-phase<P>``; epochs count from 0 within a phase.
 
     Raises:
         ValueError: as :func:`check_logger`.
@@ -52,14 +53,18 @@ def make_logger(name: str, run_dir: Path, run_name: str, phase: int = 1) -> Any:
     logs = Path(run_dir) / "logs"
     if name == "none":
         return False
-    if name == "csv":
-        from lightning.pytorch.loggers import CSVLogger
+    if name in ("csv", "tensorboard"):
+        version, start = f"phase{phase}", 1
+        while (logs / name / version).exists():
+            start += 1
+            version = f"phase{phase}-{start}"
+        if name == "csv":
+            from lightning.pytorch.loggers import CSVLogger
 
-        return CSVLogger(logs, name="csv", version=f"phase{phase}")
-    if name == "tensorboard":
+            return CSVLogger(logs, name="csv", version=version)
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        return TensorBoardLogger(logs, name="tensorboard", version=f"phase{phase}", default_hp_metric=False)
+        return TensorBoardLogger(logs, name="tensorboard", version=version, default_hp_metric=False)
     if name == "mlflow":
         from lightning.pytorch.loggers import MLFlowLogger
 
