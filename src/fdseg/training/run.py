@@ -312,6 +312,7 @@ def train_run(
                 data.save_split(run_dir / "split.json")
             say = echo if rank_zero else None
             history = _train_phases(cfg, run_dir, data, runtime, callbacks, progress, say)
+            progress["trained"] = 1
             if not rank_zero:
                 return run_dir  # under DDP the other ranks only train; rank 0 evaluates and marks DONE
             if evaluate:
@@ -326,7 +327,9 @@ def train_run(
     except _Interrupt as exc:
         # epochs counted from 1, as in the per-epoch lines ("run epoch E/G")
         where = "before training"
-        if progress:
+        if "trained" in progress:
+            where = "after training (evaluating; the rerun evaluates again)"
+        elif progress:
             where = f"at epoch {progress['epoch'] + 1} (phase {progress['phase']})"
         by = " (SIGTERM)" if exc.args and exc.args[0] == signal.SIGTERM else ""
         raise KeyboardInterrupt(f"interrupted {where}{by}; rerun the same command to resume") from None
