@@ -116,19 +116,30 @@ def test_workers_end_when_the_study_process_is_killed(tmp_path: Path) -> None:
         while time.monotonic() < deadline and len(workers) < 2:
             time.sleep(0.5)
             found = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True)
-            workers = [int(p) for p in found.stdout.split()]
+            # the pool's workers (not multiprocessing's resource tracker, which ends on its own)
+            workers = [int(p) for p in found.stdout.split() if "spawn_main" in _cmdline(int(p))]
         assert len(workers) >= 2, "the pool's workers did not start"
         # wait until a worker is training (its run directory has a lock), then kill the study process
         while time.monotonic() < deadline and not list((tmp_path / "exp").glob("s*/train.lock")):
             time.sleep(0.5)
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=30)
-        time.sleep(5)  # the workers look for their parent every second
-        alive = [pid for pid in workers if Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)]
+        alive = workers
+        end = time.monotonic() + 30  # the workers look for their parent every second
+        while alive and time.monotonic() < end:
+            time.sleep(1)
+            alive = [pid for pid in workers if Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)]
         assert not alive, f"orphaned workers still running: {alive}"
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _state(pid: int) -> str:
