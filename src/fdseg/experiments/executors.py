@@ -307,7 +307,7 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(1)
 
 
-def _worker_init(threads: int | None) -> None:
+def _worker_init(threads: int | None, parent: int) -> None:
     """A worker's torch intra-op threads and warning filter (as ``fdseg``'s own), before it trains.
 
     A watcher thread ends the worker when its parent dies, so a killed study leaves no orphan training.
@@ -315,7 +315,9 @@ def _worker_init(threads: int | None) -> None:
     import threading
     import warnings
 
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    # the parent's pid comes from the parent itself: read here, it could already be init's (a parent killed
+    # while this worker was still importing)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     warnings.filterwarnings("ignore", module=r"lightning\..*")
     if threads is not None:
         import torch
@@ -410,7 +412,10 @@ class InlineExecutor:
 
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
-            self.jobs, mp_context=context, initializer=_worker_init, initargs=(self.threads_per_job,)
+            self.jobs,
+            mp_context=context,
+            initializer=_worker_init,
+            initargs=(self.threads_per_job, os.getpid()),
         ) as pool:
             futures = {pool.submit(train_inline, specs[i], self.runtime): i for i in todo}
             try:
