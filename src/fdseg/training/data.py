@@ -15,6 +15,7 @@ of one image never span two sets, and ``data.novel_k`` counts novel images.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +25,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fdseg.data.base import official_split_ids
+from fdseg.data import read_image
 from fdseg.data.cache import CachedDataset
 from fdseg.data.errors import SplitError
-from fdseg.data.formats._io import read_image
 from fdseg.data.noise import GaussianNoise
 from fdseg.data.open import open_dataset
 from fdseg.data.pooling import PooledDataset, addition_schedule, novel_training_ids, select_subset
@@ -36,8 +36,8 @@ from fdseg.data.splits import (
     check_split,
     fold_split,
     load_splits,
+    make_split,
     save_splits,
-    split_dataset,
 )
 from fdseg.data.torch_dataset import SegmentationDataset, collate
 from fdseg.data.transforms import build_transforms
@@ -54,62 +54,19 @@ class Loaders:
     val: DataLoader[Any]
 
 
-@dataclass(frozen=True)
-class ImageView:
-    """The images of a cached dataset, whatever its items are (whole images or tiles): what splits need.
-
-    Attributes:
-        ids: image (record) ids, in the dataset's order.
-        groups: one patient/slide group per image (``None``: the image is its own group).
-        official: the dataset's official split over image ids (``None`` when it has none).
-    """
-
-    ids: list[str]
-    groups: list[str | None]
-    official: dict[str, list[str]] | None = None
-
-    @classmethod
-    def of(cls, data: CachedDataset) -> ImageView:
-        """The image view of ``data``."""
-        records = data.records
-        official = official_split_ids((r.id, r.split) for r in records)
-        return cls([r.id for r in records], [r.group for r in records], official)
-
-    def official_split(self) -> dict[str, list[str]] | None:
-        """Image ids per official split."""
-        return self.official
-
-
-def image_items(data: CachedDataset) -> dict[str, list[int]]:
-    """Image id -> positions of its items in ``data`` (one item, or all its tiles ``"<id>@<y>_<x>"``)."""
-    if data.tile is None:
-        return {item: [p] for p, item in enumerate(data.ids)}
-    out: dict[str, list[int]] = {}
-    for position, item in enumerate(data.ids):
-        out.setdefault(item.rpartition("@")[0], []).append(position)
-    return out
-
-
-def item_positions(
-    data: CachedDataset, image_ids: Sequence[str], index: Mapping[str, list[int]] | None = None
-) -> list[int]:
-    """Positions of the items of ``image_ids`` in ``data``: the images themselves, or all their tiles.
-
-    Args:
-        data: the cached dataset.
-        image_ids: image (record) ids.
-        index: :func:`image_items` of ``data`` when already computed.
+def item_positions(data: CachedDataset, image_ids: Sequence[str]) -> list[int]:
+    """Positions in ``data`` of the items of ``image_ids``: the images themselves, or all their tiles.
 
     Raises:
         KeyError: an id that is not an image of ``data`` (naming the dataset).
     """
-    index = image_items(data) if index is None else index
-    out: list[int] = []
-    for image_id in image_ids:
-        if image_id not in index:
-            raise KeyError(f"{data.raw.spec}: no image with id {image_id!r}")
-        out.extend(index[image_id])
-    return out
+    index: dict[str, list[int]] = {}
+    for position, item in enumerate(data.ids):  # tile ids are "<image id>@<y>_<x>"
+        index.setdefault(item if data.tile is None else item.rpartition("@")[0], []).append(position)
+    unknown = [i for i in image_ids if i not in index]
+    if unknown:
+        raise KeyError(f"{data.raw.spec}: no image with id {unknown[0]!r}")
+    return [position for image_id in image_ids for position in index[image_id]]
 
 
 @dataclass
@@ -138,7 +95,6 @@ class RunData:
     new_split: dict[str, SourceSplit] | None = None
     noise: GaussianNoise | None = None
     _positions: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
-    _index: dict[str, list[int]] | None = field(default=None, init=False, repr=False)
     _stream: DataStream | None = field(default=None, init=False, repr=False)
 
     @property
@@ -167,39 +123,34 @@ class RunData:
             self._positions[name] = item_positions(data, ids) if data is not None and ids else []
         return self._positions[name]
 
+    def _dataset(self, name: str, *, train: bool) -> Dataset[Any]:
+        """The items of set ``name`` (training adds the novel images, as source 1, to the base ones)."""
+        transforms = build_transforms(self.augment) if train else None
+        sources: list[tuple[CachedDataset, str]] = [(self.base, name)]
+        if name == "train" and self.novel is not None and self.positions("novel"):
+            sources.append((self.novel, "novel"))
+        parts = [
+            SegmentationDataset(
+                data,
+                self.positions(which),
+                transforms=transforms,
+                source=source,
+                noise=self._noise(name, source),
+                generator=self.stream.augment[source] if train else None,
+            )
+            for source, (data, which) in enumerate(sources)
+        ]
+        return parts[0] if len(parts) == 1 else PooledDataset(parts)
+
     def _noise(self, name: str, source: int) -> GaussianNoise | None:
         if self.noise is None or not self.noise.applies_to(name):
             return None
-        if source == 0:
-            return self.noise
         return GaussianNoise(self.noise.sigma, seed=self.noise.seed + source, apply_to=self.noise.apply_to)
-
-    def _dataset(self, name: str, *, train: bool) -> Dataset[Any]:
-        transforms = build_transforms(self.augment) if train else None
-        base = SegmentationDataset(
-            self.base,
-            self.positions(name),
-            transforms=transforms,
-            source=0,
-            noise=self._noise(name, 0),
-            generator=self.stream.augment[0] if train else None,
-        )
-        if not (name == "train" and self.novel is not None and self.split.get("novel")):
-            return base
-        novel = SegmentationDataset(
-            self.novel,
-            self.positions("novel"),
-            transforms=transforms,
-            source=1,
-            noise=self._noise(name, 1),
-            generator=self.stream.augment[1] if train else None,
-        )
-        return PooledDataset([base, novel])
 
     @property
     def n_train(self) -> int:
         """Number of training items (base train + novel; tiles when tiled)."""
-        return len(self.positions("train")) + (len(self.positions("novel")) if self.novel is not None else 0)
+        return len(self.positions("train")) + len(self.positions("novel"))
 
     def images(self, name: str) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         """The whole images of a base set, one at a time: ``(image id, (H, W, C) uint8, (H, W) bool)``.
@@ -208,15 +159,13 @@ class RunData:
         put back together from their tiles (the tiles cover every pixel).
         """
         _check_split_name(name)
-        if self._index is None:
-            self._index = image_items(self.base)
-        for image_id in self.split[name]:
-            positions = item_positions(self.base, [image_id], self._index)
-            items = [self.base[p] for p in positions]
-            if not self.tiled:
-                yield image_id, np.asarray(items[0]["image"]), np.asarray(items[0]["mask"])
-                continue
-            yield (image_id, *_stitch(items))
+        items = (self.base[p] for p in self.positions(name))
+        for image_id, parts in itertools.groupby(items, key=lambda item: str(item["record_id"])):
+            tiles = list(parts)
+            if self.tiled:
+                yield (image_id, *_stitch(tiles))
+            else:
+                yield image_id, np.asarray(tiles[0]["image"]), np.asarray(tiles[0]["mask"])
 
     @property
     def train(self) -> Dataset[Any]:
@@ -326,10 +275,7 @@ def reseed_worker_augmentation(worker_id: int) -> None:
 
 def _stitch(tiles: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     """Paste the tiles of one image (ids ``"<image id>@<y>_<x>"``) back into the whole image and mask."""
-    origins: list[tuple[int, int]] = []
-    for tile in tiles:
-        row, _, col = str(tile["id"]).rpartition("@")[2].partition("_")
-        origins.append((int(row), int(col)))
+    origins = [[int(v) for v in str(tile["id"]).rpartition("@")[2].split("_")] for tile in tiles]
     first = np.asarray(tiles[0]["image"])
     side_y, side_x = first.shape[:2]
     height = max(y for y, _ in origins) + side_y
@@ -384,61 +330,11 @@ def build_run_data(cfg: ExperimentConfig, run_dir: str | Path, *, write_split: b
     new_split: dict[str, SourceSplit] | None = None
     if path.is_file():
         sources = load_splits(path)
-        split = _check_saved(path, sources, base, novel, grouped=cfg.data.split_grouped)
+        _check_saved(path, sources, base, novel, grouped=cfg.data.split_grouped)
     else:
-        view = ImageView.of(base)
-        base_split = (
-            fold_split(
-                view.ids,
-                cfg.data.folds,
-                cfg.data.fold,
-                groups=view.groups if cfg.data.split_grouped else None,
-                seed=cfg.data.split_seed,
-                val=0.2 if cfg.data.val_fraction is None else cfg.data.val_fraction,
-                spec=cfg.data.base,
-            )
-            if cfg.data.folds is not None
-            else split_dataset(
-                view,
-                scheme=cfg.data.split_scheme,
-                seed=cfg.data.split_seed,
-                test=cfg.data.test_fraction,
-                val=cfg.data.val_fraction,
-                use_groups=cfg.data.split_grouped,
-                use_official=cfg.data.split_official,
-                spec=cfg.data.base,
-            )
-        )
-        sources = {"base": base_split}
-        split = {name: list(base_split[name]) for name in SPLIT_NAMES}
-        split["novel"] = []
-        if novel is not None and cfg.data.novel is not None:
-            pool = novel_training_ids(novel.records, spec=cfg.data.novel)
-            k = cfg.data.novel_k
-            if k is None:
-                fraction = 1.0 if cfg.data.novel_fraction is None else cfg.data.novel_fraction
-                k = addition_schedule(len(pool), [fraction])[0]
-            if k > len(pool):
-                raise SplitError(
-                    f"data.novel_k = {k} is larger than the training pool of {cfg.data.novel!r} "
-                    f"({len(pool)} images; official test images are never added)"
-                )
-            selection = cfg.data.novel_selection
-            split["novel"] = select_subset(pool, k, selection=selection, seed=cfg.data.split_seed)
-            official = "official train split" if len(pool) < len(novel.records) else "every image"
-            rule = (
-                "first k ids in natural order (nested across k)"
-                if selection == "first"
-                else f"first k of a permutation seeded by {cfg.data.split_seed} (nested across k)"
-            )
-            sources["novel"] = SourceSplit(
-                sets={"train": tuple(split["novel"])}, spec=cfg.data.novel, scheme="custom",
-                meta={"rule": rule, "pool": official},
-            )  # fmt: skip
-        for name in SPLIT_NAMES:
-            if not split[name]:
-                raise SplitError(f"split of {cfg.data.base!r} leaves the {name} set empty ({_counts(split)})")
-        new_split = sources
+        sources = new_split = _draw_split(cfg, base, novel)
+    split = {name: list(sources["base"][name]) for name in SPLIT_NAMES}
+    split["novel"] = list(sources["novel"]["train"]) if "novel" in sources and novel is not None else []
     noise = cfg.data.noise
     data = RunData(
         base,
@@ -457,8 +353,58 @@ def build_run_data(cfg: ExperimentConfig, run_dir: str | Path, *, write_split: b
     return data
 
 
-def _counts(split: dict[str, list[str]]) -> dict[str, int]:
-    return {k: len(v) for k, v in split.items()}
+def _images(data: CachedDataset, grouped: bool) -> tuple[list[str], list[str | None] | None]:
+    """Image ids of ``data`` and their patient/slide groups (``None`` when the run does not group)."""
+    return [r.id for r in data.records], [r.group for r in data.records] if grouped else None
+
+
+def _draw_split(
+    cfg: ExperimentConfig, base: CachedDataset, novel: CachedDataset | None
+) -> dict[str, SourceSplit]:
+    """A new split: base images into train/val/test (a fold, or the split scheme), novel images to add."""
+    ids, groups = _images(base, cfg.data.split_grouped)
+    if cfg.data.folds is not None:
+        val = 0.2 if cfg.data.val_fraction is None else cfg.data.val_fraction
+        base_split = fold_split(
+            ids,
+            cfg.data.folds,
+            cfg.data.fold,
+            groups=groups,
+            seed=cfg.data.split_seed,
+            val=val,
+            spec=cfg.data.base,
+        )
+    else:
+        base_split = make_split(
+            ids,
+            groups=groups,
+            official=base.raw.official_split() if cfg.data.split_official else None,
+            scheme=cfg.data.split_scheme,
+            seed=cfg.data.split_seed,
+            test=cfg.data.test_fraction,
+            val=cfg.data.val_fraction,
+            spec=cfg.data.base,
+        )
+    if novel is None or cfg.data.novel is None:
+        return {"base": base_split}
+    pool = novel_training_ids(novel.records, spec=cfg.data.novel)
+    fraction = 1.0 if cfg.data.novel_fraction is None else cfg.data.novel_fraction
+    k = addition_schedule(len(pool), [fraction])[0] if cfg.data.novel_k is None else cfg.data.novel_k
+    if k > len(pool):
+        raise SplitError(
+            f"data.novel_k = {k} is larger than the training pool of {cfg.data.novel!r} "
+            f"({len(pool)} images; official test images are never added)"
+        )
+    selection = cfg.data.novel_selection
+    rule = (
+        "first k ids in natural order (nested across k)"
+        if selection == "first"
+        else f"first k of a permutation seeded by {cfg.data.split_seed} (nested across k)"
+    )
+    added = tuple(select_subset(pool, k, selection=selection, seed=cfg.data.split_seed))
+    meta = {"rule": rule, "pool": "official train split" if len(pool) < len(novel.records) else "every image"}
+    novel_split = SourceSplit({"train": added}, spec=cfg.data.novel, scheme="custom", meta=meta)
+    return {"base": base_split, "novel": novel_split}
 
 
 def _check_saved(
@@ -468,12 +414,12 @@ def _check_saved(
     novel: CachedDataset | None,
     *,
     grouped: bool = True,
-) -> dict[str, list[str]]:
+) -> None:
     """Validate a re-read ``split.json`` against the run's datasets, as a fresh split would be.
 
     Every id must be an image of its source and stay inside the dataset root, no id (and, when the run
-    splits by groups, no patient/slide group) may be in two sets, and the base train/val/test sets must
-    not be empty.
+    splits by groups, no patient/slide group) may be in two sets, the base train/val/test sets must not be
+    empty, and novel ids must come from the novel dataset's training part.
 
     Raises:
         SplitError: naming ``path`` and the offending source, set, id or group.
@@ -488,33 +434,20 @@ def _check_saved(
     checks: list[tuple[str, CachedDataset, tuple[str, ...]]] = [("base", base, SPLIT_NAMES)]
     if "novel" in sources and novel is not None:
         checks.append(("novel", novel, ()))
-    for name, data, required in checks:
-        view = ImageView.of(data)
-        try:
-            check_split(
-                sources[name],
-                view.ids,
-                groups=view.groups if grouped else None,
-                root=data.raw.root,
-                required=required,
-                source=name,
-            )
-        except SplitError as err:
-            raise SplitError(f"{path}: {err}") from None
-    split = {name: list(sources["base"][name]) for name in SPLIT_NAMES}
-    split["novel"] = list(sources["novel"]["train"]) if "novel" in sources and novel is not None else []
-    if novel is not None and split["novel"]:
-        try:
+    try:
+        for name, data, required in checks:
+            ids, groups = _images(data, grouped)
+            check_split(sources[name], ids, groups=groups, root=data.raw.root, required=required, source=name)
+        if novel is not None and "novel" in sources and sources["novel"]["train"]:
             pool = set(novel_training_ids(novel.records, spec=novel.raw.spec))
-        except ValueError as err:
-            raise SplitError(f"{path}: {err}") from None
-        outside = [i for i in split["novel"] if i not in pool]
-        if outside:
-            raise SplitError(
-                f"{path}: novel ids {outside[:5]} are not in the novel dataset's training part "
-                "(official test images are never added)"
-            )
-    return split
+            outside = [i for i in sources["novel"]["train"] if i not in pool]
+            if outside:
+                raise SplitError(
+                    f"novel ids {outside[:5]} are not in the novel dataset's training part "
+                    "(official test images are never added)"
+                )
+    except ValueError as err:  # SplitError is a ValueError
+        raise SplitError(f"{path}: {err}") from None
 
 
 def load_image(path: Path, *, channels: int) -> np.ndarray:
