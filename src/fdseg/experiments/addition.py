@@ -226,7 +226,7 @@ def plan_robustness(
             raise ValueError(f"noise sigma must be >= 0, got {s}")
         values.append(float(s))
     values = sorted({0.0, *values})
-    from fdseg.training.config import NOISE_APPLY_TO
+    from fdseg.data.noise import APPLY_TO as NOISE_APPLY_TO
 
     if apply_to not in NOISE_APPLY_TO:
         raise ValueError(f"unknown --apply-to {apply_to!r}; valid: {list(NOISE_APPLY_TO)}")

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import types
@@ -27,28 +28,21 @@ import yaml
 
 from fdseg._checks import check_int, check_option, did_you_mean
 from fdseg._names import MULTICLASS_HEADS
-from fdseg.data.noise import APPLY_TO as _NOISE_APPLY_TO
-from fdseg.data.pooling import SELECTIONS as _NOVEL_SELECTIONS
-from fdseg.data.splits import SCHEMES as _SPLIT_SCHEMES
-from fdseg.losses.baselines import BASELINES as _BASELINES
-from fdseg.losses.functional import PAIRINGS as _PAIRINGS
-from fdseg.losses.segmentation import SEG_LOSSES as _SEG_LOSSES
-from fdseg.losses.weights import LAMBDA_STRATEGIES as _LAMBDA_STRATEGIES
+from fdseg.data.noise import APPLY_TO as NOISE_APPLY_TO
+from fdseg.data.pooling import SELECTIONS as NOVEL_SELECTIONS
+from fdseg.data.splits import SCHEMES as SPLIT_SCHEMES
+from fdseg.losses.baselines import BASELINES
+from fdseg.losses.functional import PAIRINGS
+from fdseg.losses.segmentation import SEG_LOSSES
+from fdseg.losses.weights import LAMBDA_STRATEGIES
 from fdseg.training._yaml import load_yaml_file, load_yaml_text
 from fdseg.training.loggers import LOGGERS
 
 SCHEMA_VERSION = 1
 
-# Option values defined elsewhere are taken from there (the loss registries, the data modules, fdseg._names),
-# so that a new entry is valid at once; only the options that exist nowhere else are listed here.
-SEG_LOSSES = tuple(_SEG_LOSSES.names())
-LAMBDA_STRATEGIES = tuple(_LAMBDA_STRATEGIES.names())
-PAIRINGS = _PAIRINGS
-BASELINES = _BASELINES
+# Option values defined elsewhere are checked against their source (the loss registries, the data modules,
+# fdseg._names), so that a new entry is valid at once; only options that exist nowhere else are listed here.
 HEADS = ("binary", *MULTICLASS_HEADS)
-SPLIT_SCHEMES = _SPLIT_SCHEMES
-NOVEL_SELECTIONS = _NOVEL_SELECTIONS
-NOISE_APPLY_TO = _NOISE_APPLY_TO
 SCHEDULERS = ("none", "cosine")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true")
 DETERMINISTIC = ("warn", "true", "false")
@@ -269,9 +263,9 @@ class LossConfig:
         check_option("loss.baseline", self.baseline, BASELINES)
         if self.baseline_weight is not None and not self.baseline_weight >= 0:
             raise ValueError(f"loss.baseline_weight must be >= 0, got {self.baseline_weight}")
-        check_option("loss.seg", self.seg, _SEG_LOSSES.names())
-        check_option("loss.pairing", self.pairing, _PAIRINGS)
-        check_option("loss.lambda_strategy", self.lambda_strategy, _LAMBDA_STRATEGIES.names())
+        check_option("loss.seg", self.seg, SEG_LOSSES.names())
+        check_option("loss.pairing", self.pairing, PAIRINGS)
+        check_option("loss.lambda_strategy", self.lambda_strategy, LAMBDA_STRATEGIES.names())
         if self.exch and not self.fd:
             raise ValueError("loss.exch=true needs loss.fd=true (L_fd^exch is added to L_fd with the same λ)")
 
@@ -366,16 +360,12 @@ class TrainConfig:
         check_option("train.precision", self.precision, PRECISIONS)
         check_option("train.deterministic", self.deterministic, DETERMINISTIC)
         check_option("train.accelerator", self.accelerator, ACCELERATORS)
-        if self.epochs_phase1 < 1:
-            raise ValueError(f"train.epochs_phase1 must be >= 1, got {self.epochs_phase1}")
-        if self.epochs_phase2 < 0:
-            raise ValueError(f"train.epochs_phase2 must be >= 0, got {self.epochs_phase2}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"train.max_steps must be >= 1 or null, got {self.max_steps}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError("train.batch_size and train.eval_batch_size must be >= 1")
-        if self.num_workers < 0:
-            raise ValueError(f"train.num_workers must be >= 0, got {self.num_workers}")
+        for name, minimum in (("epochs_phase1", 1), ("epochs_phase2", 0), ("batch_size", 1)):
+            check_int(f"train.{name}", getattr(self, name), minimum=minimum)
+        check_int("train.eval_batch_size", self.eval_batch_size)
+        check_int("train.num_workers", self.num_workers, minimum=0)
+        if self.max_steps is not None:
+            check_int("train.max_steps", self.max_steps)
 
 
 @dataclass(frozen=True)
@@ -409,8 +399,7 @@ class ExperimentConfig:
     # -- (de)serialisation ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), the YAML form."""
-        plain: dict[str, Any] = _plain(dataclasses.asdict(self))
-        return plain
+        return {key: _plain(value) for key, value in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> ExperimentConfig:
@@ -491,98 +480,74 @@ def _set_path(data: dict[str, Any], parts: list[str], value: Any, *, full_key: s
 
 def _build(cls: type[C], data: Mapping[str, Any], *, prefix: str, source: str) -> C:
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     for key in data:
         if key not in fields:
             raise KeyError(
                 f"{source}: unknown config key {prefix + str(key)!r}{did_you_mean(str(key), fields)} "
                 f"valid keys{' of ' + prefix.rstrip('.') if prefix else ''}: {sorted(fields)}"
             )
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(value, hints[name], key=prefix + name, source=source)
+    kwargs = {
+        name: _coerce(value, hints[name], key=prefix + name, source=source) for name, value in data.items()
+    }
     try:
         return cls(**kwargs)
     except (ValueError, KeyError) as exc:
         raise type(exc)(f"{source}: {exc.args[0] if exc.args else exc}") from None
 
 
+#: The values a scalar field accepts (a bool is never a number here); ``tp(value)`` converts them.
+_SCALARS: dict[Any, tuple[type, ...]] = {
+    bool: (bool,),
+    int: (int,),
+    float: (int, float),
+    str: (str, int, float),
+}
+
+
 def _coerce(value: Any, tp: Any, *, key: str, source: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-
-    def fail() -> TypeError:
-        return TypeError(f"{source}: config key {key!r} expects {_type_name(tp)}, got {value!r}")
-
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    fail = TypeError(f"{source}: config key {key!r} expects {_type_name(tp)}, got {value!r}")
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if value is None:
             return tp()
         if not isinstance(value, Mapping):
-            raise fail()
+            raise fail
         return _build(tp, value, prefix=key + ".", source=source)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        non_none = [a for a in args if a is not type(None)]
-        errors: list[TypeError] = []
-        for arg in non_none:
-            try:
+        for arg in (a for a in args if a is not type(None)):
+            with contextlib.suppress(TypeError):
                 return _coerce(value, arg, key=key, source=source)
-            except TypeError as exc:
-                errors.append(exc)
-        raise fail()
+        raise fail
     if tp is Any:
         return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise fail()
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise fail()
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
-            try:
+    if tp in _SCALARS:
+        if isinstance(value, _SCALARS[tp]) and (tp is bool or not isinstance(value, bool)):
+            return tp(value)
+        if tp is float and isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            with contextlib.suppress(ValueError):
                 return float(value)
-            except ValueError:
-                pass
-        raise fail()
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        raise fail()
+        raise fail
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
-            raise fail()
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], key=key, source=source) for v in value)
-        if len(value) != len(args):
-            raise fail()
-        return tuple(_coerce(v, a, key=key, source=source) for v, a in zip(value, args))
+            raise fail
+        items = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
+        if len(value) != len(items):
+            raise fail
+        return tuple(_coerce(v, a, key=key, source=source) for v, a in zip(value, items))
     if origin is dict:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise fail()
-        return {str(k): v for k, v in value.items()}
+        if value is not None and not isinstance(value, Mapping):
+            raise fail
+        return {str(k): v for k, v in (value or {}).items()}
     raise TypeError(f"{source}: config key {key!r} has an unsupported type {tp!r}")  # pragma: no cover
 
 
 def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
+    if typing.get_origin(tp) in (Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is tuple:
-        return "a list"
-    if origin is dict:
-        return "a mapping"
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
+    names = {tuple: "a list", dict: "a mapping", type(None): "null"}
+    return names.get(typing.get_origin(tp) or tp, getattr(tp, "__name__", str(tp)))
