@@ -33,12 +33,11 @@ class _StrictLoader(yaml.SafeLoader):
         seen: dict[Any, int] = {}
         for key_node, _value in node.value:
             key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark
                 )
-            seen[key] = line
+            seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
 
 

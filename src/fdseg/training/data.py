@@ -7,10 +7,8 @@ training), makes or re-reads ``<run>/split.json`` (image ids per split and per s
 "source": (B,) int64, "id": list[str]}``. Source 0 is the base site, 1 the novel site. Validation and test
 images always come from the base site.
 
-``data.preprocess`` chooses what an item is: ``resize`` (whole images resized to ``data.image_size``²) or
-``tile`` (native-resolution images cut into ``data.image_size``² tiles at ``data.tile_stride``). Splits are
-always drawn over images (and their patient/slide groups); with tiling every tile follows its image, so tiles
-of one image never span two sets, and ``data.novel_k`` counts novel images.
+An item is a whole image resized to ``data.image_size``² or, with ``data.preprocess: tile``, a tile of a
+native-resolution image; splits are always drawn over images, and every tile follows its image.
 """
 
 from __future__ import annotations

@@ -191,8 +191,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True  # exists, owned by another user
+    except PermissionError:  # exists, owned by another user
+        pass
     return True
 
 
@@ -259,13 +259,6 @@ class RunLock:
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
-
-    def __enter__(self) -> RunLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 # -- checkpoints -------------------------------------------------------------------------------------------
@@ -340,14 +333,9 @@ def load_weights_into(model: nn.Module, state: Mapping[str, torch.Tensor], path:
         for k, v in own.items()
         if k in state and tuple(state[k].shape) != tuple(v.shape)
     ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if shapes:
-            parts.append(f"{len(shapes)} of another shape (e.g. {shapes[0]})")
+    problems = {"missing": missing, "unexpected": unexpected, "of another shape": shapes}
+    parts = [f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in problems.items() if keys]
+    if parts:
         raise CheckpointError(
             f"{path}: weights of another architecture than {type(model).__name__}: "
             f"{'; '.join(parts)} parameter(s)"
