@@ -32,9 +32,8 @@ size; ``sliding``: per native image).
 An evaluation on fewer than :data:`MIN_IMAGES` images, or whose images all come from one patient/slide
 group, logs a warning and records it under ``warnings`` in the summary.
 
-:func:`predict` segments new image files in one of two modes: ``resize`` (resize to the training size,
-segment, resize the probabilities back bilinearly, threshold) or ``sliding`` (sliding window at the
-training magnification; see :func:`training_scale`).
+:func:`predict` segments new image files, resized to the training size or by sliding window
+(:func:`predict_probabilities`).
 """
 
 from __future__ import annotations
@@ -47,12 +46,13 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import numpy as np
+import tifffile
 import torch
 import torch.nn.functional as F
-from monai.inferers.inferer import SlidingWindowInferer
+from monai.inferers.utils import sliding_window_inference
 from PIL import Image
 from scipy import ndimage
 
@@ -63,13 +63,8 @@ from fdseg.data.cache import resize_mask
 from fdseg.data.formats._io import image_size
 from fdseg.data.open import open_dataset
 from fdseg.data.splits import load_splits
-from fdseg.metrics import (
-    METRIC_KEYS,
-    confusion_counts,
-    metrics_from_counts,
-    per_class_metrics,
-    soft_batch_dice,
-)
+from fdseg.metrics import METRIC_KEYS, confusion_counts, metrics_from_counts, soft_batch_dice
+from fdseg.metrics.multiclass import per_class_metrics
 from fdseg.models import FeatureTap
 from fdseg.training.build import build_fd_probe, build_model, tap_layers
 from fdseg.training.data import RunData, build_run_data, cache_dataset, load_image
@@ -291,10 +286,9 @@ def evaluate_run(
     if external is not None and _holds_other(out_dir, spec):  # same folder name, another dataset
         external = f"{external}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
         out_dir = folder(external=external)
-    if views == "none":
-        rows = [{k: v for k, v in r.items() if k != "view"} for r in rows]
+    columns = [k for k in rows[0] if k != "view" or views != "none"]
     with atomic_path(out_dir / "per_sample.csv") as tmp, tmp.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     if head is None:
@@ -527,7 +521,7 @@ def _summarise(
 def sliding_window_logits(
     model: nn.Module, image: torch.Tensor, *, roi: int, sw_batch_size: int = 4
 ) -> torch.Tensor:
-    """Logits of a whole image from ``roi``² windows (MONAI ``SlidingWindowInferer``).
+    """Logits of a whole image from ``roi``² windows (MONAI ``sliding_window_inference``).
 
     Windows overlap by :data:`SLIDING_OVERLAP` and are blended with Gaussian weights; an image smaller than
     the window is zero-padded to it (and the output cropped back).
@@ -541,13 +535,9 @@ def sliding_window_logits(
     Returns:
         (1, K, H, W) float32 logits.
     """
-    inferer = SlidingWindowInferer(
-        roi_size=(roi, roi), sw_batch_size=sw_batch_size, overlap=SLIDING_OVERLAP, mode="gaussian"
-    )
-    out = inferer(image, lambda x: model(x).float())
-    if not isinstance(out, torch.Tensor):  # pragma: no cover - a plain network returns one tensor
-        raise TypeError(f"the model returned {type(out).__name__}, expected one logits tensor")
-    return out
+    predictor = lambda x: model(x).float()  # noqa: E731 - one tensor in, one out
+    out = sliding_window_inference(image, (roi, roi), sw_batch_size, predictor, SLIDING_OVERLAP, "gaussian")
+    return cast(torch.Tensor, out)  # the predictor returns one tensor, so does the inference
 
 
 def resize_probabilities(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -708,23 +698,14 @@ def contour_overlay(
     return rgb
 
 
-def _write_image(target: Path, array: np.ndarray, fmt: str = "png") -> Path:
-    """Write ``array`` to ``target`` atomically (PNG by Pillow, TIFF by tifffile)."""
+def _write_image(target: Path, array: np.ndarray) -> Path:
+    """Write ``array`` to ``target`` atomically (``.tif``: tifffile, else PNG by Pillow)."""
     with atomic_path(target) as tmp:
-        if fmt == "tiff":
-            import tifffile
-
+        if target.suffix == ".tif":
             tifffile.imwrite(tmp, array)
         else:
             Image.fromarray(array).save(tmp, format="PNG")
     return target
-
-
-def _save_probabilities(folder: Path, stem: str, probs: np.ndarray, fmt: str) -> Path:
-    if fmt == "tiff":
-        return _write_image(folder / f"{stem}.tif", probs.astype(np.float32), "tiff")
-    scaled = np.rint(np.clip(probs, 0.0, 1.0) * 65535.0).astype(np.uint16)
-    return _write_image(folder / f"{stem}.png", scaled)
 
 
 def predict(
@@ -741,11 +722,8 @@ def predict(
 ) -> list[Path]:
     """Segment image files with a trained run; masks are written at each image's native size.
 
-    Each image is decoded like the training data (RGB, or grey for one input channel) and segmented by
-    :func:`predict_probabilities`: ``resize`` resizes it to the run's ``data.image_size``, segments and
-    resizes the *probabilities* back bilinearly; ``sliding`` rescales it by the run's training scale
-    (:func:`training_scale`: 1 for a run trained on tiles) and segments it with ``data.image_size``²
-    sliding windows (overlap 0.25, Gaussian blending), probabilities resized back bilinearly. The mask is
+    Each image is decoded like the training data (RGB, or grey for one input channel), segmented by
+    :func:`predict_probabilities` (``sliding`` at the run's :func:`training_scale`) and thresholded:
     ``p > threshold``.
 
     Output: ``out_dir/<image stem>.png`` (uint8 0/255); with ``save_probs`` also
@@ -808,8 +786,11 @@ def predict(
         )
         mask = probs > threshold
         written.append(_write_image(out / f"{path.stem}.png", mask.astype(np.uint8) * 255))
-        if save_probs is not None:
-            _save_probabilities(out / "probs", path.stem, probs, save_probs)
+        if save_probs == "tiff":
+            _write_image(out / "probs" / f"{path.stem}.tif", probs.astype(np.float32))
+        elif save_probs == "png16":
+            scaled = np.rint(np.clip(probs, 0.0, 1.0) * 65535.0).astype(np.uint16)
+            _write_image(out / "probs" / f"{path.stem}.png", scaled)
         if overlay:
             _write_image(out / "overlays" / f"{path.stem}.png", contour_overlay(array, mask))
     return written
