@@ -46,7 +46,7 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import numpy as np
 import tifffile
@@ -58,6 +58,7 @@ from scipy import ndimage
 
 from fdseg._checks import check_option
 from fdseg._io import atomic_path
+from fdseg.data import apply_view
 from fdseg.data.cache import resize_image as resize_to
 from fdseg.data.cache import resize_mask
 from fdseg.data.formats._io import image_size
@@ -88,6 +89,8 @@ VIEW_SETS: Final[dict[str, tuple[str, ...]]] = {
     "none": ("identity",),
     "paper": ("identity", "hflip", "vflip", "rot90", "rot270"),
 }
+_VIEW_NAMES: Final = {"hflip": "fliplr", "vflip": "flipud"}  # the others keep their names in apply_view
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 #: Where :func:`evaluate_run` counts the metrics: on the training-size images or at native size.
 EVAL_AT = ("training", "native")
 #: Evaluations on fewer images than this are flagged in the summary's ``warnings``.
@@ -101,33 +104,17 @@ OVERLAY_COLOUR: Final = (0, 255, 0)
 # -- views -------------------------------------------------------------------------------------------------
 
 
-def view_array(array: np.ndarray, view: str) -> np.ndarray:
-    """One view of an (H, W[, C]) array: ``identity``, ``hflip`` (left-right), ``vflip`` (up-down),
-    ``rot90`` / ``rot270`` (counter-clockwise by 90° / 270°, ``np.rot90`` with k = 1 / k = -1)."""
-    if view == "identity":
-        return array
-    if view == "hflip":
-        out = array[:, ::-1]
-    elif view == "vflip":
-        out = array[::-1]
-    elif view in ("rot90", "rot270"):
-        out = np.rot90(array, k=1 if view == "rot90" else -1, axes=(0, 1))
-    else:
+def view_array(x: ArrayT, view: str) -> ArrayT:
+    """One view of an (H, W[, C]) array or a (..., H, W) tensor (:func:`fdseg.data.apply_view`):
+    ``identity``, ``hflip`` (left-right), ``vflip`` (up-down), ``rot90`` / ``rot270`` (counter-clockwise by
+    90° / 270°, like ``np.rot90`` with k = 1 / k = -1).
+
+    Raises:
+        ValueError: an unknown view.
+    """
+    if view not in VIEW_SETS["paper"]:
         raise ValueError(f"unknown view {view!r}; valid: {VIEW_SETS['paper']}")
-    return np.ascontiguousarray(out)
-
-
-def view_tensor(x: torch.Tensor, view: str) -> torch.Tensor:
-    """:func:`view_array` of a (B, C, H, W) tensor (the same pixel moves on the last two axes)."""
-    if view == "identity":
-        return x
-    if view == "hflip":
-        return torch.flip(x, dims=(3,))
-    if view == "vflip":
-        return torch.flip(x, dims=(2,))
-    if view in ("rot90", "rot270"):
-        return torch.rot90(x, k=1 if view == "rot90" else -1, dims=(2, 3))
-    raise ValueError(f"unknown view {view!r}; valid: {VIEW_SETS['paper']}")
+    return cast(ArrayT, apply_view({"image": x}, _VIEW_NAMES.get(view, view))["image"])
 
 
 # -- loading -----------------------------------------------------------------------------------------------
@@ -367,8 +354,8 @@ def _batched_rows(
     for batch in data.eval_loader(split, cfg.train.eval_batch_size):
         sources = batch.get("source")
         for view in views:
-            image = view_tensor(batch["image"], view).to(device)
-            mask = view_tensor(batch["mask"], view).to(device)
+            image = view_array(batch["image"], view).to(device)
+            mask = view_array(batch["mask"], view).to(device)
             logits = model(image).float()
             features = {k: v.float() for k, v in feats.items()}
             if head is None:
