@@ -361,7 +361,8 @@ def _train_phases(
     steps = steps_per_epoch(data.n_train, cfg.train.batch_size, world)
     phases = plan_phases(cfg, steps)
     total = sum(p.epochs for p in phases)
-    meta = checkpoint_meta(ckpt_dir / "last.ckpt")
+    with _resume_hint():
+        meta = checkpoint_meta(ckpt_dir / "last.ckpt")
     if echo is not None:
         with torch.random.fork_rng(devices=[]):
             model = build_model(cfg)
@@ -391,6 +392,15 @@ def _train_phases(
     return history
 
 
+@contextmanager
+def _resume_hint() -> Iterator[None]:
+    """A ``last.ckpt`` that cannot be resumed: its error also says how to start the run again."""
+    try:
+        yield
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; delete it to train this run from its start") from None
+
+
 def _train_phase(
     cfg: ExperimentConfig,
     phase: Phase,
@@ -408,7 +418,8 @@ def _train_phase(
     last_path = ckpt_dir / "last.ckpt"
     if resume:
         # a checkpoint of another architecture is a one-line error here, not a traceback from Lightning
-        load_weights_into(model, model_state(read_checkpoint(last_path), last_path), last_path)
+        with _resume_hint():
+            load_weights_into(model, model_state(read_checkpoint(last_path), last_path), last_path)
     elif phase.index == 2:
         # weights of phase 1's best epoch; λ strategy, loss generators, data stream and RNGs as phase 1
         # left them in last.ckpt (read from disk on every path, so a rerun starts phase 2 identically)
