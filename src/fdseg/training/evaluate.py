@@ -157,9 +157,8 @@ def _external_data(cfg: Any, run_dir: Path, spec: str, *, native: bool) -> tuple
             f"--data {spec!r}: images have {channels} channel(s) but the run's model takes "
             f"{cfg.model.in_channels} (model.in_channels)"
         )
-    data = RunData(
-        cached, None, {"train": [], "val": [], "test": [r.id for r in records]}, seed=cfg.train.seed
-    )
+    ids = [r.id for r in records]
+    data = RunData(cached, None, {"train": [], "val": [], "test": ids}, seed=cfg.train.seed)
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{raw.format_name}-{Path(raw.root).name}").strip("_")
     return data, name or "data"
 
