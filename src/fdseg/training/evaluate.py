@@ -67,7 +67,7 @@ from fdseg.data.splits import load_splits
 from fdseg.metrics import METRIC_KEYS, confusion_counts, metrics_from_counts, soft_batch_dice
 from fdseg.metrics.multiclass import per_class_metrics
 from fdseg.models import FeatureTap
-from fdseg.training.build import build_fd_probe, build_model, tap_layers
+from fdseg.training.build import build_fd_loss, build_model, tap_layers
 from fdseg.training.data import RunData, build_run_data, cache_dataset, load_image
 from fdseg.training.evaluate_multiclass import summarize_rows
 from fdseg.training.heads import MulticlassHead, build_head
@@ -255,7 +255,7 @@ def evaluate_run(
     data = data or build_run_data(cfg, run_dir)
     view_names = VIEW_SETS[views]
     layers = tap_layers(cfg, model)
-    probe: Any = build_fd_probe(cfg, layers).to(device)
+    probe: Any = build_fd_loss(cfg, layers).to(device)  # unweighted: λ = 1 per layer
     soft: dict[str, list[float]] = {view: [] for view in view_names}
     native = head is None and (data.tiled or at == "native")  # whole images at native size
     with FeatureTap(model, layers) as feats, torch.no_grad():
