@@ -15,7 +15,7 @@ from fdseg.cli import main
 from fdseg.training.build import build_model
 from fdseg.training.config import ExperimentConfig
 from fdseg.training.data import build_run_data
-from fdseg.training.evaluate import VIEW_SETS, evaluate_run, view_array, view_tensor
+from fdseg.training.evaluate import VIEW_SETS, evaluate_run, view_array
 from fdseg.training.run import load_model_weights, train_run
 
 Tiny = Callable[..., ExperimentConfig]
@@ -48,7 +48,7 @@ def test_views_move_pixels_as_named() -> None:
     for view, want in expected.items():
         np.testing.assert_array_equal(view_array(a, view), np.array(want))
         t = torch.from_numpy(a)[None, None]
-        np.testing.assert_array_equal(view_tensor(t, view)[0, 0].numpy(), np.array(want))
+        np.testing.assert_array_equal(view_array(t, view)[0, 0].numpy(), np.array(want))
     rgb = np.arange(2 * 3 * 3).reshape(2, 3, 3)  # channels stay attached to their pixel
     np.testing.assert_array_equal(view_array(rgb, "rot90")[0, 0], rgb[0, 2])
 

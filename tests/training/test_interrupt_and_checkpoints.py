@@ -127,7 +127,8 @@ def test_resume_from_an_unloadable_last_ckpt_names_it(
     (trained / "DONE").unlink()
     path = trained / "checkpoints" / "last.ckpt"
     reason = spoil(path)
-    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))}: {reason}"):
+    hint = "; delete it to train this run from its start$"
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))}: {reason}.*{hint}"):
         train_run(tiny(data_dir, train={"epochs_phase1": 1, "epochs_phase2": 0}), trained, evaluate=False)
 
 

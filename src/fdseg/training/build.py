@@ -66,11 +66,6 @@ def build_fd_loss(cfg: ExperimentConfig, layers: list[str]) -> nn.Module:
     return FeatureDiscrepancyLoss(layers, preset=cfg.loss.fd_preset, **cfg.loss.fd_options)
 
 
-def build_fd_probe(cfg: ExperimentConfig, layers: list[str]) -> nn.Module:
-    """An unweighted L_fd (λ = 1 per layer) for per-image evaluation."""
-    return build_fd_loss(cfg, layers)
-
-
 def build_exch_loss(cfg: ExperimentConfig, layers: list[str]) -> nn.Module:
     """L_fd + L_fd^exch over ``layers`` with the configured pairing (one module computes both)."""
     if is_multiclass(cfg):

@@ -32,41 +32,45 @@ size; ``sliding``: per native image).
 An evaluation on fewer than :data:`MIN_IMAGES` images, or whose images all come from one patient/slide
 group, logs a warning and records it under ``warnings`` in the summary.
 
-:func:`predict` segments new image files in one of two modes: ``resize`` (resize to the training size,
-segment, resize the probabilities back bilinearly, threshold) or ``sliding`` (sliding window at the
-training magnification; see :func:`training_scale`).
+:func:`predict` segments new image files, resized to the training size or by sliding window
+(:func:`predict_probabilities`).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
-import io
 import json
 import logging
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import numpy as np
+import tifffile
 import torch
 import torch.nn.functional as F
-from monai.inferers.inferer import SlidingWindowInferer
+from monai.inferers.utils import sliding_window_inference
 from PIL import Image
 from scipy import ndimage
 
 from fdseg._checks import check_option
-from fdseg._io import atomic_path, atomic_write_text
+from fdseg._io import atomic_path
+from fdseg.data import apply_view
 from fdseg.data.cache import resize_image as resize_to
 from fdseg.data.cache import resize_mask
 from fdseg.data.formats._io import image_size
 from fdseg.data.open import open_dataset
 from fdseg.data.splits import load_splits
-from fdseg.metrics import confusion_counts, metrics_from_counts, soft_batch_dice
+from fdseg.metrics import METRIC_KEYS, confusion_counts, metrics_from_counts, soft_batch_dice
+from fdseg.metrics.multiclass import per_class_metrics
 from fdseg.models import FeatureTap
-from fdseg.training.build import build_fd_probe, build_model, tap_layers
+from fdseg.training.build import build_fd_loss, build_model, tap_layers
 from fdseg.training.data import RunData, build_run_data, cache_dataset, load_image
+from fdseg.training.evaluate_multiclass import summarize_rows
+from fdseg.training.heads import MulticlassHead, build_head
 from fdseg.training.rundir import Runtime, load_model_weights, read_config, write_json
 
 if TYPE_CHECKING:
@@ -77,7 +81,6 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = ("best", "last", "phase1_best")
 SPLITS = ("test", "val", "train")
 EMPTY_POLICY: Final = "one_if_pred_empty"
-METRIC_COLUMNS = ("dice", "iou", "sensitivity", "specificity", "precision")
 PREDICT_MODES = ("resize", "sliding")
 #: Fraction of the window shared by neighbouring sliding windows.
 SLIDING_OVERLAP: Final = 0.25
@@ -86,6 +89,8 @@ VIEW_SETS: Final[dict[str, tuple[str, ...]]] = {
     "none": ("identity",),
     "paper": ("identity", "hflip", "vflip", "rot90", "rot270"),
 }
+_VIEW_NAMES: Final = {"hflip": "fliplr", "vflip": "flipud"}  # the others keep their names in apply_view
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 #: Where :func:`evaluate_run` counts the metrics: on the training-size images or at native size.
 EVAL_AT = ("training", "native")
 #: Evaluations on fewer images than this are flagged in the summary's ``warnings``.
@@ -99,49 +104,28 @@ OVERLAY_COLOUR: Final = (0, 255, 0)
 # -- views -------------------------------------------------------------------------------------------------
 
 
-def view_array(array: np.ndarray, view: str) -> np.ndarray:
-    """One view of an (H, W[, C]) array: ``identity``, ``hflip`` (left-right), ``vflip`` (up-down),
-    ``rot90`` / ``rot270`` (counter-clockwise by 90° / 270°, ``np.rot90`` with k = 1 / k = -1)."""
-    if view == "identity":
-        return array
-    if view == "hflip":
-        out = array[:, ::-1]
-    elif view == "vflip":
-        out = array[::-1]
-    elif view in ("rot90", "rot270"):
-        out = np.rot90(array, k=1 if view == "rot90" else -1, axes=(0, 1))
-    else:
+def view_array(x: ArrayT, view: str) -> ArrayT:
+    """One view of an (H, W[, C]) array or a (..., H, W) tensor (:func:`fdseg.data.apply_view`):
+    ``identity``, ``hflip`` (left-right), ``vflip`` (up-down), ``rot90`` / ``rot270`` (counter-clockwise by
+    90° / 270°, like ``np.rot90`` with k = 1 / k = -1).
+
+    Raises:
+        ValueError: an unknown view.
+    """
+    if view not in VIEW_SETS["paper"]:
         raise ValueError(f"unknown view {view!r}; valid: {VIEW_SETS['paper']}")
-    return np.ascontiguousarray(out)
-
-
-def view_tensor(x: torch.Tensor, view: str) -> torch.Tensor:
-    """:func:`view_array` of a (B, C, H, W) tensor (the same pixel moves on the last two axes)."""
-    if view == "identity":
-        return x
-    if view == "hflip":
-        return torch.flip(x, dims=(3,))
-    if view == "vflip":
-        return torch.flip(x, dims=(2,))
-    if view in ("rot90", "rot270"):
-        return torch.rot90(x, k=1 if view == "rot90" else -1, dims=(2, 3))
-    raise ValueError(f"unknown view {view!r}; valid: {VIEW_SETS['paper']}")
+    return cast(ArrayT, apply_view({"image": x}, _VIEW_NAMES.get(view, view))["image"])
 
 
 # -- loading -----------------------------------------------------------------------------------------------
 
 
-def _checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
+def _load(run_dir: Path, checkpoint: str, runtime: Runtime) -> tuple[Any, nn.Module, torch.device]:
+    cfg = read_config(run_dir)
     check_option("checkpoint", checkpoint, CHECKPOINTS)
     path = run_dir / "checkpoints" / f"{checkpoint}.ckpt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (train the run first: fdseg train --out {run_dir})")
-    return path
-
-
-def _load(run_dir: Path, checkpoint: str, runtime: Runtime) -> tuple[Any, nn.Module, torch.device]:
-    cfg = read_config(run_dir)
-    path = _checkpoint_path(run_dir, checkpoint)
     model = build_model(cfg)
     load_model_weights(model, path)
     device = torch.device("cuda" if runtime.cuda else "cpu")
@@ -149,18 +133,10 @@ def _load(run_dir: Path, checkpoint: str, runtime: Runtime) -> tuple[Any, nn.Mod
     return cfg, model, device
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "data"
-
-
 def _external_data(cfg: Any, run_dir: Path, spec: str, *, native: bool) -> tuple[RunData, str]:
-    """Another dataset as the ``test`` set of a :class:`RunData`, cached like the run's own data.
-
-    With ``native`` (and a run trained on resized images) the images are cached at native size, since the
-    network input is resized from them anyway. Returns the data and its output folder name
-    ``<format>-<folder name>`` (with a hash of the spec added when that folder already holds the results
-    of another spec).
-    """
+    """Another dataset as the ``test`` set of a :class:`RunData`, cached like the run's own data (at native
+    size with ``native``: the network input is resized from it anyway), and its folder name
+    ``<format>-<folder name>``."""
     try:
         raw = open_dataset(spec)
         records = raw.records
@@ -183,7 +159,8 @@ def _external_data(cfg: Any, run_dir: Path, spec: str, *, native: bool) -> tuple
         )
     ids = [r.id for r in records]
     data = RunData(cached, None, {"train": [], "val": [], "test": ids}, seed=cfg.train.seed)
-    return data, _slug(f"{raw.format_name}-{Path(raw.root).name}")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{raw.format_name}-{Path(raw.root).name}").strip("_")
+    return data, name or "data"
 
 
 def _holds_other(folder: Path, spec: str) -> bool:
@@ -204,16 +181,9 @@ def evaluation_dir(
     external: str | None = None,
     tiled: bool = False,
 ) -> Path:
-    """The folder :func:`evaluate_run` writes to (see the module docstring).
-
-    Args:
-        run_dir: the run directory.
-        split: the run's split (ignored when ``external`` is given).
-        views: a key of :data:`VIEW_SETS`.
-        at: one of :data:`EVAL_AT`.
-        external: the external dataset's folder name (``<format>-<folder name>``), or ``None``.
-        tiled: whether the run was trained on tiles (always evaluated at native size: no ``_native``).
-    """
+    """The folder :func:`evaluate_run` writes to: ``<run_dir>/<split>``, or ``<run_dir>/external/<external>``
+    for an external dataset's folder name, then ``_native`` for ``at="native"`` (not for a ``tiled`` run,
+    always scored at native size) and ``_views`` for ``views`` other than ``none``."""
     name = f"external/{external}" if external is not None else split
     if at == "native" and not tiled:
         name += "_native"
@@ -236,10 +206,8 @@ def evaluate_run(
     at: str = "training",
     dataset: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one checkpoint of a run per image; write ``per_sample.csv`` and ``summary.json``.
-
-    The folder is ``<run>/<split>`` for the plain evaluation and gets ``_native`` / ``_views`` suffixes, or
-    is ``<run>/external/<name>`` for another dataset (:func:`evaluation_dir`).
+    """Evaluate one checkpoint of a run per image; write ``per_sample.csv`` and ``summary.json`` to
+    :func:`evaluation_dir` (see the module docstring).
 
     Args:
         run_dir: a trained run directory.
@@ -247,10 +215,8 @@ def evaluate_run(
         checkpoint: ``best``, ``last`` or ``phase1_best``.
         runtime: device choice (CPU by default).
         data: the run's data when already built (skips rebuilding it; ignored with ``dataset``).
-        views: ``none`` (default) or ``paper`` (the 5-view augmented set of method-spec §D3/§F1: every
-            image as identity, hflip, vflip, rot90, rot270, each scored as its own row).
-        at: ``training`` (default; metrics on the training-size images) or ``native`` (probabilities
-            resized bilinearly to each image's native size, then thresholded).
+        views: ``none`` (default) or ``paper`` (:data:`VIEW_SETS`).
+        at: ``training`` (default) or ``native``.
         dataset: a dataset spec ``NAME:PATH[?opt=v]`` with ground truth to score the run on instead of its
             own split (every image of it).
 
@@ -258,13 +224,15 @@ def evaluate_run(
         The summary: ``{"split", "checkpoint", "data", "views", "view_names", "at", "mode", "n",
         "n_images", "n_groups", "warnings", "mean": {metric: value}, "per_view": {view: {...}},
         "per_source", "empty_gt", "empty_policy", "threshold", "soft_batch_dice", "fd_mean": {layer: value},
-        "dir"}``; ``n`` counts rows (images × views).
+        "dir"}``; ``n`` counts rows (images × views). A multi-class run's summary is
+        :func:`~fdseg.training.evaluate_multiclass.summarize_rows` with ``split``, ``checkpoint``, ``mode``,
+        ``at``, ``data`` and ``dir``.
 
     Raises:
         FileNotFoundError: no such run, checkpoint or dataset folder.
         ValueError: an unknown split, checkpoint, view set or ``at``; a dataset spec that cannot be opened,
             an image that cannot be read (named), a dataset without ground truth or with another channel
-            count than the model's.
+            count than the model's; views, ``at="native"`` or a dataset for a multi-class run.
     """
     check_option("split", split, SPLITS)
     check_option("view set", views, tuple(VIEW_SETS))
@@ -274,89 +242,53 @@ def evaluate_run(
             f"split {split!r} has no meaning with an external dataset (all its images are scored)"
         )
     run_dir = Path(run_dir)
-    runtime = runtime or Runtime()
-    cfg, model, device = _load(run_dir, checkpoint, runtime)
-    if cfg.model.head != "binary":  # multi-class: per-image, per-class long-form rows
-        return _evaluate_multiclass(cfg, model, device, run_dir, data, split, checkpoint, views, at, dataset)
-    external: str | None = None
-    if dataset is not None:
-        data, external = _external_data(cfg, run_dir, dataset, native=at == "native")
-        split = "test"
-    data = data or build_run_data(cfg, run_dir)
-    view_names = VIEW_SETS[views]
-    layers = tap_layers(cfg, model)
-    probe: Any = build_fd_probe(cfg, layers).to(device)
-    soft: dict[str, list[float]] = {view: [] for view in view_names}
-    with FeatureTap(model, layers) as feats, torch.no_grad():
-        if at == "native" and not data.tiled:
-            rows = _native_rows(
-                model, feats, probe, data, split, view_names, soft, cfg.data.image_size, device
-            )
-        else:
-            rows = _batched_rows(model, feats, probe, data, split, view_names, soft, cfg, device)
-    if data.tiled:
-        rows = _per_image_rows(
-            model,
-            data,
-            split,
-            rows,
-            view_names,
-            soft,
-            roi=cfg.data.image_size,
-            sw_batch_size=cfg.train.eval_batch_size,
-            device=device,
-        )
-    if not rows:
-        raise ValueError(f"{run_dir}: the {split} split is empty")
-    spec = data.base.raw.spec
-    tiled = data.tiled
-    out_dir = evaluation_dir(run_dir, split=split, views=views, at=at, external=external, tiled=tiled)
-    if external is not None and _holds_other(out_dir, spec):  # same folder name, another dataset
-        external = f"{external}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
-        out_dir = evaluation_dir(run_dir, split=split, views=views, at=at, external=external, tiled=tiled)
-    if views == "none":
-        rows = [{k: v for k, v in r.items() if k != "view"} for r in rows]
-    atomic_write_text(out_dir / "per_sample.csv", _to_csv(rows))
-    summary = _summarise(rows, split=split, checkpoint=checkpoint, soft=soft, views=views)
-    summary["mode"] = "sliding" if data.tiled else ("native" if at == "native" else "resize")
-    summary["at"] = "native" if data.tiled else at
-    summary["data"] = spec if dataset is not None else cfg.data.base
-    ids = list(dict.fromkeys(str(r["id"]) for r in rows))
-    summary.update(_coverage(data, ids))
-    summary["dir"] = str(out_dir)
-    for message in summary["warnings"]:
-        log.warning("%s: %s", out_dir, message)
-    write_json(out_dir / "summary.json", summary)
-    return summary
-
-
-def _evaluate_multiclass(
-    cfg: Any,
-    model: nn.Module,
-    device: torch.device,
-    run_dir: Path,
-    data: RunData | None,
-    split: str,
-    checkpoint: str,
-    views: str,
-    at: str,
-    dataset: str | None,
-) -> dict[str, Any]:
-    """:mod:`fdseg.training.evaluate_multiclass` on the run's split (training size, no views)."""
-    from fdseg.training.evaluate_multiclass import multiclass_rows, write_multiclass_evaluation
-
-    if views != "none" or at != "training" or dataset is not None:
+    cfg, model, device = _load(run_dir, checkpoint, runtime or Runtime())
+    head = build_head(cfg)
+    if head is not None and (views != "none" or at != "training" or dataset is not None):
         raise ValueError(
             f"a multi-class run ({run_dir}, model.head = {cfg.model.head}) is evaluated on its own split at "
             "training size only (no --views, --at native or external dataset)"
         )
+    external: str | None = None
+    if dataset is not None:
+        data, external = _external_data(cfg, run_dir, dataset, native=at == "native")
     data = data or build_run_data(cfg, run_dir)
-    rows, head = multiclass_rows(cfg, model, data, split, device)
-    out_dir = evaluation_dir(run_dir, split=split)
-    summary = write_multiclass_evaluation(
-        out_dir, rows, head, split=split, checkpoint=checkpoint, mode="resize", at="training",
-        data=cfg.data.base, dir=str(out_dir),
-    )  # fmt: skip
+    view_names = VIEW_SETS[views]
+    layers = tap_layers(cfg, model)
+    probe: Any = build_fd_loss(cfg, layers).to(device)  # unweighted: λ = 1 per layer
+    soft: dict[str, list[float]] = {view: [] for view in view_names}
+    native = head is None and (data.tiled or at == "native")  # whole images at native size
+    with FeatureTap(model, layers) as feats, torch.no_grad():
+        rows: list[dict[str, Any]] = []
+        if data.tiled or not native:  # a tiled run's L_fd is averaged over the tile rows
+            rows = _batched_rows(model, feats, probe, data, split, view_names, soft, cfg, device, head)
+        if native:
+            rows = _image_rows(model, feats, probe, data, split, view_names, soft, cfg, device, rows)
+    if not rows:
+        raise ValueError(f"{run_dir}: the {split} split is empty")
+    spec = data.base.raw.spec
+    folder = functools.partial(evaluation_dir, run_dir, split=split, views=views, at=at, tiled=data.tiled)
+    out_dir = folder(external=external)
+    if external is not None and _holds_other(out_dir, spec):  # same folder name, another dataset
+        external = f"{external}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
+        out_dir = folder(external=external)
+    columns = [k for k in rows[0] if k != "view" or views != "none"]
+    with atomic_path(out_dir / "per_sample.csv") as tmp, tmp.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    if head is None:
+        summary = _summarise(rows, split=split, checkpoint=checkpoint, soft=soft, views=views)
+    else:
+        summary = {**summarize_rows(rows, head), "split": split, "checkpoint": checkpoint}
+    summary["mode"] = "sliding" if native and data.tiled else ("native" if native else "resize")
+    summary["at"] = "native" if native else at
+    summary["data"] = spec if dataset is not None else cfg.data.base
+    if head is None:
+        summary.update(_coverage(data, list(dict.fromkeys(str(r["id"]) for r in rows))))
+    summary["dir"] = str(out_dir)
+    for message in summary.get("warnings", []):
+        log.warning("%s: %s", out_dir, message)
     write_json(out_dir / "summary.json", summary)
     return summary
 
@@ -381,12 +313,24 @@ def _coverage(data: RunData, ids: Sequence[str]) -> dict[str, Any]:
     return {"n_images": len(ids), "n_groups": n_groups, "warnings": warnings}
 
 
+def _scores(
+    logits: torch.Tensor, mask: torch.Tensor, *, from_logits: bool = True
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Binary confusion counts and metrics, each (B, 1), of logits (or probabilities), mask (B, 1, H, W)."""
+    counts = confusion_counts(logits, mask, from_logits=from_logits)
+    return counts, metrics_from_counts(**counts, empty_policy=EMPTY_POLICY)
+
+
 def _row(
-    sample_id: str, view: str, source: int, metrics: dict[str, Any], fd: dict[str, Any], b: int
+    counts: dict[str, Any], metrics: dict[str, Any], fd: dict[str, Any], b: int, c: int
 ) -> dict[str, Any]:
-    """A per-sample row: id, view, source, :func:`_metric_row` ``metrics``, ``fd/<layer>`` of sample ``b``."""
-    fd_row = {f"fd/{layer}": float(values[b]) for layer, values in fd.items()}
-    return {"id": sample_id, "view": view, "source": source, **metrics, **fd_row}
+    """Counts, metrics, flags (``empty_gt``, multi-class ``absent``) and ``fd/<layer>`` of image ``b``,
+    channel or class ``c`` (``fd`` values: (B,) or (B, K + 1))."""
+    row: dict[str, Any] = {key: int(counts[key][b, c]) for key in ("tp", "fp", "fn", "tn")}
+    row.update({key: float(metrics[key][b, c]) for key in METRIC_KEYS})
+    row.update({key: bool(metrics[key][b, c]) for key in ("empty_gt", "absent") if key in metrics})
+    row.update({f"fd/{layer}": float(v[b, c] if v.ndim == 2 else v[b]) for layer, v in fd.items()})
+    return row
 
 
 def _batched_rows(
@@ -399,27 +343,39 @@ def _batched_rows(
     soft: dict[str, list[float]],
     cfg: Any,
     device: torch.device,
+    head: MulticlassHead | None,
 ) -> list[dict[str, Any]]:
-    """Rows of the cached items (training-size images, or tiles) of a split, under every view."""
+    """Rows of the cached items (training-size images, or tiles) of a split under every view: one per item,
+    or with a multi-class ``head`` one per item and class (background first, no L_fd: NaN)."""
+    classes = () if head is None else ("background", *head.class_names)
+    labels = [{"class": name, "label": c} for c, name in enumerate(classes)] or [{}]
     rows: list[dict[str, Any]] = []
     for batch in data.eval_loader(split, cfg.train.eval_batch_size):
         sources = batch.get("source")
         for view in views:
-            image = view_tensor(batch["image"], view).to(device)
-            mask = view_tensor(batch["mask"], view).to(device)
+            image = view_array(batch["image"], view).to(device)
+            mask = view_array(batch["mask"], view).to(device)
             logits = model(image).float()
             features = {k: v.float() for k, v in feats.items()}
-            fd_values = probe.per_image(features, mask)  # layer -> (B,), NaN where no fg or no bg
+            if head is None:
+                counts, metrics = _scores(logits, mask)
+                fd = probe.per_image(features, mask)  # layer -> (B,), NaN where no fg or no bg
+            else:
+                counts = head.counts(logits, mask)
+                metrics = per_class_metrics(counts)
+                fd = probe.per_image_class(features, mask)  # layer -> (B, K), NaN where a class is absent
+                fd = {k: F.pad(v, (1, 0), value=np.nan) for k, v in fd.items()}  # none for the background
             for b, sample_id in enumerate(batch["id"]):
                 source = int(sources[b]) if sources is not None else 0
-                metrics = _metric_row(logits[b : b + 1], mask[b : b + 1])
-                rows.append(_row(sample_id, view, source, metrics, fd_values, b))
-            if not data.tiled:
+                for c, label in enumerate(labels):
+                    row = _row(counts, metrics, fd, b, c)
+                    rows.append({"id": sample_id, "view": view, "source": source, **label, **row})
+            if head is None and not data.tiled:
                 soft[view].append(float(soft_batch_dice(torch.sigmoid(logits), mask)))
     return rows
 
 
-def _native_rows(
+def _image_rows(
     model: nn.Module,
     feats: dict[str, torch.Tensor],
     probe: Any,
@@ -427,29 +383,47 @@ def _native_rows(
     split: str,
     views: Sequence[str],
     soft: dict[str, list[float]],
-    size: int,
+    cfg: Any,
     device: torch.device,
+    tile_rows: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    """Rows of a resize run scored at each image's native size (one image per forward pass).
+    """Rows of whole images at native size under every view, one image per forward pass.
 
-    The network sees the image resized as the cache does; L_fd is measured there against the mask resized
-    as the cache does; the probabilities are resized bilinearly to the native size and thresholded there.
+    A resize run: the network sees the image resized as the cache does, L_fd is measured there against the
+    mask resized as the cache does, and the probabilities are resized bilinearly to the native size and
+    thresholded there. A tiled run: the image is segmented by sliding window, and its L_fd is the mean of
+    ``tile_rows`` (the image's tiles under the same view).
     """
-    cached = data.base
+    size, cached = cfg.data.image_size, data.base
+    fd_keys = [k for k in tile_rows[0] if k.startswith("fd/")] if tile_rows else []
+    tiles_of: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for tile in tile_rows:
+        tiles_of.setdefault((str(tile["id"]).rpartition("@")[0], str(tile["view"])), []).append(tile)
     rows: list[dict[str, Any]] = []
     for image_id, native_image, native_mask in _native_images(data, split):
         for view in views:
             image, mask = view_array(native_image, view), view_array(native_mask, view)
-            small = resize_to(image, (size, size), mode=cached.image_resize)
-            small_mask = resize_mask(mask, (size, size), mode=cached.mask_resize)
-            logits = model(_to_tensor(small).to(device)).float()
-            features = {k: v.float() for k, v in feats.items()}
-            fd_values = probe.per_image(features, _mask_tensor(small_mask).to(device))
-            probs = resize_probabilities(torch.sigmoid(logits), mask.shape)
-            target = _mask_tensor(mask).to(device)
-            metrics = _metric_row(probs, target, from_logits=False)
-            rows.append(_row(image_id, view, 0, metrics, fd_values, 0))
+            target = _batch(mask).to(device)
+            row: dict[str, Any] = {"id": image_id, "view": view, "source": 0}
+            if data.tiled:
+                x = _batch(image).to(device)
+                logits = sliding_window_logits(model, x, roi=size, sw_batch_size=cfg.train.eval_batch_size)
+                probs = torch.sigmoid(logits)
+                tiles = tiles_of.get((image_id, view), [])
+                row["tiles"] = len(tiles)
+                row.update(_row(*_scores(logits, target), {}, 0, 0))
+                for key in fd_keys:  # NaN, as in a resize run, where no tile had fg and bg at that layer
+                    mean = _nanmean(float(t[key]) for t in tiles)
+                    row[key] = float("nan") if mean is None else mean
+            else:
+                small = resize_to(image, (size, size), mode=cached.image_resize)
+                small_mask = _batch(resize_mask(mask, (size, size), mode=cached.mask_resize)).to(device)
+                logits = model(_batch(small).to(device)).float()
+                fd = probe.per_image({k: v.float() for k, v in feats.items()}, small_mask)
+                probs = resize_probabilities(torch.sigmoid(logits), mask.shape)
+                row.update(_row(*_scores(probs, target, from_logits=False), fd, 0, 0))
             soft[view].append(float(soft_batch_dice(probs, target)))
+            rows.append(row)
     return rows
 
 
@@ -465,69 +439,11 @@ def _native_images(data: RunData, split: str) -> Iterable[tuple[str, np.ndarray,
         yield image_id, np.asarray(sample["image"]), np.asarray(sample["mask"], dtype=bool)
 
 
-def _mask_tensor(mask: np.ndarray) -> torch.Tensor:
-    """(H, W) bool -> (1, 1, H, W) float32 {0, 1}."""
-    return torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))[None, None].float()
-
-
-def _metric_row(logits: torch.Tensor, mask: torch.Tensor, *, from_logits: bool = True) -> dict[str, Any]:
-    """Confusion counts and metrics of one image: logits (or probabilities) and mask (1, 1, H, W)."""
-    counts = confusion_counts(logits, mask, from_logits=from_logits)
-    metrics = metrics_from_counts(**counts, empty_policy=EMPTY_POLICY)
-    row: dict[str, Any] = {key: int(counts[key][0, 0]) for key in ("tp", "fp", "fn", "tn")}
-    row.update({key: float(metrics[key][0, 0]) for key in METRIC_COLUMNS})
-    row["empty_gt"] = bool(metrics["empty_gt"][0, 0])
-    return row
-
-
-def _per_image_rows(
-    model: nn.Module,
-    data: RunData,
-    split: str,
-    tile_rows: list[dict[str, Any]],
-    views: Sequence[str],
-    soft: dict[str, list[float]],
-    *,
-    roi: int,
-    sw_batch_size: int,
-    device: torch.device,
-) -> list[dict[str, Any]]:
-    """Rows of a tiled run: whole native images (under every view) segmented by sliding window, L_fd
-    averaged over the image's tiles seen under the same view."""
-    fd_keys = [k for k in tile_rows[0] if k.startswith("fd/")] if tile_rows else []
-    fd_of: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for tile in tile_rows:
-        fd_of.setdefault((str(tile["id"]).rpartition("@")[0], str(tile["view"])), []).append(tile)
-    rows: list[dict[str, Any]] = []
-    with torch.no_grad():
-        for image_id, native_image, native_mask in data.images(split):
-            for view in views:
-                x = _to_tensor(view_array(native_image, view)).to(device)
-                target = _mask_tensor(view_array(native_mask, view)).to(device)
-                logits = sliding_window_logits(model, x, roi=roi, sw_batch_size=sw_batch_size)
-                tiles = fd_of.get((image_id, view), [])
-                row: dict[str, Any] = {"id": image_id, "view": view, "source": 0, "tiles": len(tiles)}
-                row.update(_metric_row(logits, target))
-                for key in fd_keys:  # NaN, as in a resize run, where no tile had fg and bg at that layer
-                    mean = _nanmean([float(t[key]) for t in tiles])
-                    row[key] = float("nan") if mean is None else mean
-                soft[view].append(float(soft_batch_dice(torch.sigmoid(logits), target)))
-                rows.append(row)
-    return rows
-
-
-def _to_tensor(image: np.ndarray) -> torch.Tensor:
-    """(H, W, C) uint8 -> (1, C, H, W) float32 in [0, 1]."""
-    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
-
-
-def _to_csv(rows: list[dict[str, Any]]) -> str:
-    columns = list(rows[0])
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
+def _batch(array: np.ndarray) -> torch.Tensor:
+    """(H, W, C) uint8 image -> (1, C, H, W) float32 in [0, 1]; (H, W) mask -> (1, 1, H, W) float32 {0, 1}."""
+    if array.ndim == 2:
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=bool))[None, None].float()
+    return torch.from_numpy(np.array(array, dtype=np.uint8)).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
 
 
 def _nanmean(values: Iterable[float]) -> float | None:
@@ -538,7 +454,7 @@ def _nanmean(values: Iterable[float]) -> float | None:
 
 def _means(rows: Sequence[dict[str, Any]], fd_keys: Sequence[str]) -> dict[str, Any]:
     return {
-        "mean": {k: _nanmean(r[k] for r in rows) for k in METRIC_COLUMNS},
+        "mean": {k: _nanmean(r[k] for r in rows) for k in METRIC_KEYS},
         "fd_mean": {k[3:]: _nanmean(r[k] for r in rows) for k in fd_keys},
     }
 
@@ -591,7 +507,7 @@ def _summarise(
 def sliding_window_logits(
     model: nn.Module, image: torch.Tensor, *, roi: int, sw_batch_size: int = 4
 ) -> torch.Tensor:
-    """Logits of a whole image from ``roi``² windows (MONAI ``SlidingWindowInferer``).
+    """Logits of a whole image from ``roi``² windows (MONAI ``sliding_window_inference``).
 
     Windows overlap by :data:`SLIDING_OVERLAP` and are blended with Gaussian weights; an image smaller than
     the window is zero-padded to it (and the output cropped back).
@@ -605,13 +521,9 @@ def sliding_window_logits(
     Returns:
         (1, K, H, W) float32 logits.
     """
-    inferer = SlidingWindowInferer(
-        roi_size=(roi, roi), sw_batch_size=sw_batch_size, overlap=SLIDING_OVERLAP, mode="gaussian"
-    )
-    out = inferer(image, lambda x: model(x).float())
-    if not isinstance(out, torch.Tensor):  # pragma: no cover - a plain network returns one tensor
-        raise TypeError(f"the model returned {type(out).__name__}, expected one logits tensor")
-    return out
+    predictor = lambda x: model(x).float()  # noqa: E731 - one tensor in, one out
+    out = sliding_window_inference(image, (roi, roi), sw_batch_size, predictor, SLIDING_OVERLAP, "gaussian")
+    return cast(torch.Tensor, out)  # the predictor returns one tensor, so does the inference
 
 
 def resize_probabilities(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -676,10 +588,10 @@ def predict_probabilities(
     with torch.no_grad():
         if mode == "sliding":
             scaled = (max(1, round(height * scale[0])), max(1, round(width * scale[1])))
-            x = _to_tensor(resize_to(image, scaled)).to(device)
+            x = _batch(resize_to(image, scaled)).to(device)
             logits = sliding_window_logits(model, x, roi=size, sw_batch_size=sw_batch_size)
         else:
-            logits = model(_to_tensor(resize_to(image, (size, size))).to(device)).float()
+            logits = model(_batch(resize_to(image, (size, size))).to(device)).float()
         probs = resize_probabilities(torch.sigmoid(logits), (height, width))
     return np.asarray(probs[0, 0].cpu().numpy(), dtype=np.float32)
 
@@ -772,23 +684,14 @@ def contour_overlay(
     return rgb
 
 
-def _write_image(target: Path, array: np.ndarray, fmt: str = "png") -> Path:
-    """Write ``array`` to ``target`` atomically (PNG by Pillow, TIFF by tifffile)."""
+def _write_image(target: Path, array: np.ndarray) -> Path:
+    """Write ``array`` to ``target`` atomically (``.tif``: tifffile, else PNG by Pillow)."""
     with atomic_path(target) as tmp:
-        if fmt == "tiff":
-            import tifffile
-
+        if target.suffix == ".tif":
             tifffile.imwrite(tmp, array)
         else:
             Image.fromarray(array).save(tmp, format="PNG")
     return target
-
-
-def _save_probabilities(folder: Path, stem: str, probs: np.ndarray, fmt: str) -> Path:
-    if fmt == "tiff":
-        return _write_image(folder / f"{stem}.tif", probs.astype(np.float32), "tiff")
-    scaled = np.rint(np.clip(probs, 0.0, 1.0) * 65535.0).astype(np.uint16)
-    return _write_image(folder / f"{stem}.png", scaled)
 
 
 def predict(
@@ -805,11 +708,8 @@ def predict(
 ) -> list[Path]:
     """Segment image files with a trained run; masks are written at each image's native size.
 
-    Each image is decoded like the training data (RGB, or grey for one input channel) and segmented by
-    :func:`predict_probabilities`: ``resize`` resizes it to the run's ``data.image_size``, segments and
-    resizes the *probabilities* back bilinearly; ``sliding`` rescales it by the run's training scale
-    (:func:`training_scale`: 1 for a run trained on tiles) and segments it with ``data.image_size``²
-    sliding windows (overlap 0.25, Gaussian blending), probabilities resized back bilinearly. The mask is
+    Each image is decoded like the training data (RGB, or grey for one input channel), segmented by
+    :func:`predict_probabilities` (``sliding`` at the run's :func:`training_scale`) and thresholded:
     ``p > threshold``.
 
     Output: ``out_dir/<image stem>.png`` (uint8 0/255); with ``save_probs`` also
@@ -872,8 +772,11 @@ def predict(
         )
         mask = probs > threshold
         written.append(_write_image(out / f"{path.stem}.png", mask.astype(np.uint8) * 255))
-        if save_probs is not None:
-            _save_probabilities(out / "probs", path.stem, probs, save_probs)
+        if save_probs == "tiff":
+            _write_image(out / "probs" / f"{path.stem}.tif", probs.astype(np.float32))
+        elif save_probs == "png16":
+            scaled = np.rint(np.clip(probs, 0.0, 1.0) * 65535.0).astype(np.uint16)
+            _write_image(out / "probs" / f"{path.stem}.png", scaled)
         if overlay:
             _write_image(out / "overlays" / f"{path.stem}.png", contour_overlay(array, mask))
     return written

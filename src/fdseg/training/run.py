@@ -113,24 +113,25 @@ def make_trainer(
     ``<run>/logs``.
     """
     deterministic: Any = {"warn": "warn", "true": True, "false": False}[cfg.train.deterministic]
-    return pl.Trainer(
-        max_epochs=phase.epochs,
-        accelerator=runtime.accelerator,
-        devices=_devices(cfg.train.devices),
-        strategy=cfg.train.strategy,
-        precision=resolved_precision(cfg, runtime),  # type: ignore[arg-type]
-        deterministic=deterministic,
-        benchmark=True if runtime.cuda and deterministic is not True else None,
-        logger=make_logger(cfg.train.logger, root, cfg.name, phase.index),
-        plugins=[AtomicCheckpointIO()],
-        enable_checkpointing=True,
-        enable_progress_bar=cfg.train.progress_bar,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        log_every_n_steps=cfg.train.log_every_n_steps,
-        callbacks=list(callbacks),
-        default_root_dir=str(root),
-    )
+    with _lightning_quiet():
+        return pl.Trainer(
+            max_epochs=phase.epochs,
+            accelerator=runtime.accelerator,
+            devices=_devices(cfg.train.devices),
+            strategy=cfg.train.strategy,
+            precision=resolved_precision(cfg, runtime),  # type: ignore[arg-type]
+            deterministic=deterministic,
+            benchmark=True if runtime.cuda and deterministic is not True else None,
+            logger=make_logger(cfg.train.logger, root, cfg.name, phase.index),
+            plugins=[AtomicCheckpointIO()],
+            enable_checkpointing=True,
+            enable_progress_bar=cfg.train.progress_bar,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            log_every_n_steps=cfg.train.log_every_n_steps,
+            callbacks=list(callbacks),
+            default_root_dir=str(root),
+        )
 
 
 def world_size(cfg: ExperimentConfig, runtime: Runtime) -> int:
@@ -139,10 +140,7 @@ def world_size(cfg: ExperimentConfig, runtime: Runtime) -> int:
     Resolved by Lightning itself, from a ``Trainer`` that is built and dropped (it starts no process and
     touches no device memory), so ``auto`` devices and strategies count as Lightning will count them.
     """
-    quiet = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)
-    try:
+    with _lightning_quiet():
         probe = pl.Trainer(
             accelerator=runtime.accelerator,
             devices=_devices(cfg.train.devices),
@@ -152,9 +150,19 @@ def world_size(cfg: ExperimentConfig, runtime: Runtime) -> int:
             enable_progress_bar=False,
             enable_model_summary=False,
         )
+    return max(int(probe.world_size), 1)
+
+
+@contextmanager
+def _lightning_quiet() -> Iterator[None]:
+    """Silence Lightning's informational lines (device listing, tips) while a ``Trainer`` is built."""
+    quiet = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        yield
     finally:
         quiet.setLevel(level)
-    return max(int(probe.world_size), 1)
 
 
 def is_global_zero() -> bool:
@@ -353,7 +361,8 @@ def _train_phases(
     steps = steps_per_epoch(data.n_train, cfg.train.batch_size, world)
     phases = plan_phases(cfg, steps)
     total = sum(p.epochs for p in phases)
-    meta = checkpoint_meta(ckpt_dir / "last.ckpt")
+    with _resume_hint():
+        meta = checkpoint_meta(ckpt_dir / "last.ckpt")
     if echo is not None:
         with torch.random.fork_rng(devices=[]):
             model = build_model(cfg)
@@ -383,6 +392,15 @@ def _train_phases(
     return history
 
 
+@contextmanager
+def _resume_hint() -> Iterator[None]:
+    """A ``last.ckpt`` that cannot be resumed: its error also says how to start the run again."""
+    try:
+        yield
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; delete it to train this run from its start") from None
+
+
 def _train_phase(
     cfg: ExperimentConfig,
     phase: Phase,
@@ -400,7 +418,8 @@ def _train_phase(
     last_path = ckpt_dir / "last.ckpt"
     if resume:
         # a checkpoint of another architecture is a one-line error here, not a traceback from Lightning
-        load_weights_into(model, model_state(read_checkpoint(last_path), last_path), last_path)
+        with _resume_hint():
+            load_weights_into(model, model_state(read_checkpoint(last_path), last_path), last_path)
     elif phase.index == 2:
         # weights of phase 1's best epoch; λ strategy, loss generators, data stream and RNGs as phase 1
         # left them in last.ckpt (read from disk on every path, so a rerun starts phase 2 identically)

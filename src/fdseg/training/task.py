@@ -265,24 +265,12 @@ class SegmentationTask(pl.LightningModule):
         return 1 if self.device.type == "cpu" else FINITE_CHECK_EVERY
 
     def _check_finite(self, total: Tensor, terms: Mapping[str, Tensor], batch: Mapping[str, Any]) -> None:
+        self._record_finite(total, terms)
         every = self.finite_check_every
-        if every > 1:
-            self._record_finite(total, terms)
-            if self._steps % every == every - 1:
-                self.flush_finite_check()
-            return
-        if bool(torch.isfinite(total).all()):
-            return
-        bad = {k: float(v) for k, v in terms.items() if not bool(torch.isfinite(v).all())}
-        if not bad:  # the weighted sum overflowed although every term is finite
-            bad = {"total": float(total)}
-        named = ", ".join(f"{k}={v}" for k, v in bad.items())
-        lambdas = sorted(set(self.lambdas.values())) or [0.0]
-        raise NonFiniteLossError(
-            f"training diverged at global step {self.global_step} (phase {self.phase}, epoch "
-            f"{self.global_epoch}, batch {self._steps}): non-finite term {named}; "
-            f"{self._diagnose(batch)}; λ in [{lambdas[0]:g}, {lambdas[-1]:g}]. {_ADVICE}"
-        )
+        if every == 1:  # on the CPU: now, and the offending batch can be diagnosed
+            self.flush_finite_check(batch)
+        elif self._steps % every == every - 1:
+            self.flush_finite_check()
 
     def _record_finite(self, total: Tensor, terms: Mapping[str, Tensor]) -> None:
         """Keep, on the device, the first step whose loss is non-finite and its term values (no sync)."""
@@ -300,8 +288,12 @@ class SegmentationTask(pl.LightningModule):
         self._first_bad = torch.where(first_now, step, self._first_bad)
         self._bad_values = torch.where(first_now, values, self._bad_values)
 
-    def flush_finite_check(self) -> None:
-        """Raise :class:`NonFiniteLossError` if the device-side record holds a non-finite step (one sync)."""
+    def flush_finite_check(self, batch: Mapping[str, Any] | None = None) -> None:
+        """Raise :class:`NonFiniteLossError` if the device-side record holds a non-finite step (one sync).
+
+        With ``batch`` (the current one, checked at once) the message also names the batch and the first
+        module whose output on it is non-finite; without, where the weights are non-finite, now.
+        """
         if self._first_bad is None or self._bad_values is None:
             return
         step = int(self._first_bad)
@@ -310,10 +302,13 @@ class SegmentationTask(pl.LightningModule):
         values = dict(zip(self._bad_names, self._bad_values.cpu().tolist()))
         named = ", ".join(f"{k}={v}" for k, v in values.items() if k != "total" and not math.isfinite(v))
         named = named or f"total={values['total']}"
+        where = f", batch {self._steps}" if batch is not None else ""
+        checked = "" if batch is not None else f" (weights checked at step {self.global_step})"
+        lambdas = sorted(set(self.lambdas.values())) or [0.0]
         raise NonFiniteLossError(
-            f"training diverged at global step {step} (phase {self.phase}, epoch {self.global_epoch}): "
-            f"non-finite term {named}; {self._diagnose(None)} (weights checked "
-            f"at step {self.global_step}). {_ADVICE}"
+            f"training diverged at global step {step} (phase {self.phase}, epoch {self.global_epoch}"
+            f"{where}): non-finite term {named}; {self._diagnose(batch)}{checked}; λ in "
+            f"[{lambdas[0]:g}, {lambdas[-1]:g}]. {_ADVICE}"
         )
 
     def _check_parameters(self, when: str) -> None:
