@@ -153,14 +153,14 @@ class DataConfig:
         check_option("data.novel_selection", self.novel_selection, NOVEL_SELECTIONS)
         if self.noise.sigma > 0 and self.preprocess == "tile":
             raise ValueError("data.noise is not supported with data.preprocess=tile (use resize)")
-        if self.folds is not None:
-            check_int("data.folds", self.folds, minimum=2)
         if self.folds is None and self.fold != 0:
             raise ValueError(f"data.fold={self.fold} needs data.folds (the number of folds)")
-        if self.folds is not None and not 0 <= self.fold < self.folds:
-            raise ValueError(
-                f"data.fold must be in [0, {self.folds - 1}] for data.folds={self.folds}, got {self.fold}"
-            )
+        if self.folds is not None:
+            check_int("data.folds", self.folds, minimum=2)
+            if not 0 <= self.fold < self.folds:
+                raise ValueError(
+                    f"data.fold must be in [0, {self.folds - 1}] for data.folds={self.folds}, got {self.fold}"
+                )
         if ":" not in self.base:
             raise ValueError(f"data.base must be a dataset spec NAME:PATH, got {self.base!r}")
         if self.novel is not None and ":" not in self.novel:
