@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fdseg.data import read_image
 from fdseg.data.cache import CachedDataset
 from fdseg.data.errors import SplitError
 from fdseg.data.noise import GaussianNoise
@@ -446,9 +445,3 @@ def _check_saved(
                 )
     except ValueError as err:  # SplitError is a ValueError
         raise SplitError(f"{path}: {err}") from None
-
-
-def load_image(path: Path, *, channels: int) -> np.ndarray:
-    """Decode an image file like the loaders do: (H, W, channels) uint8."""
-    image, _info = read_image(path, channels=channels)
-    return image

@@ -58,7 +58,7 @@ from scipy import ndimage
 
 from fdseg._checks import check_option
 from fdseg._io import atomic_path
-from fdseg.data import apply_view
+from fdseg.data import apply_view, read_image
 from fdseg.data.cache import resize_image as resize_to
 from fdseg.data.cache import resize_mask
 from fdseg.data.formats._io import image_size
@@ -68,7 +68,7 @@ from fdseg.metrics import METRIC_KEYS, confusion_counts, metrics_from_counts, so
 from fdseg.metrics.multiclass import per_class_metrics
 from fdseg.models import FeatureTap
 from fdseg.training.build import build_fd_loss, build_model, tap_layers
-from fdseg.training.data import RunData, build_run_data, cache_dataset, load_image
+from fdseg.training.data import RunData, build_run_data, cache_dataset
 from fdseg.training.evaluate_multiclass import summarize_rows
 from fdseg.training.heads import MulticlassHead, build_head
 from fdseg.training.rundir import Runtime, load_model_weights, read_config, write_json
@@ -760,7 +760,7 @@ def predict(
     out.mkdir(parents=True, exist_ok=True)  # the sub-folders are created by their first file
     written: list[Path] = []
     for path in paths:
-        array = load_image(path, channels=cfg.model.in_channels)  # (H, W, C) uint8
+        array = read_image(path, channels=cfg.model.in_channels)[0]  # (H, W, C) uint8
         probs = predict_probabilities(
             model,
             array,

@@ -59,8 +59,6 @@ from fdseg.training.rundir import (
     checkpoint_meta,
     environment_info,
     load_model_weights,
-    load_weights_into,
-    model_state,
     prepare_run_dir,
     read_checkpoint,
     read_config,
@@ -419,7 +417,7 @@ def _train_phase(
     if resume:
         # a checkpoint of another architecture is a one-line error here, not a traceback from Lightning
         with _resume_hint():
-            load_weights_into(model, model_state(read_checkpoint(last_path), last_path), last_path)
+            load_model_weights(model, last_path)
     elif phase.index == 2:
         # weights of phase 1's best epoch; λ strategy, loss generators, data stream and RNGs as phase 1
         # left them in last.ckpt (read from disk on every path, so a rerun starts phase 2 identically)

@@ -221,16 +221,20 @@ class RunLock:
             "host": socket.gethostname(),
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        for _attempt in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._check_stale()
-                continue
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(record, fh)
-            self.held = True
-            return
+        # the record is complete before the lock exists (a hard link is created atomically, or not at all)
+        tmp = self.path.with_name(f".{LOCK_NAME}.{os.getpid()}")
+        tmp.write_text(json.dumps(record), encoding="utf-8")
+        try:
+            for _attempt in range(3):
+                try:
+                    os.link(tmp, self.path)
+                except FileExistsError:
+                    self._check_stale()
+                    continue
+                self.held = True
+                return
+        finally:
+            tmp.unlink(missing_ok=True)
         raise RunLockedError(f"{self.path}: could not take the lock (another process keeps taking it)")
 
     def _check_stale(self) -> None:
@@ -240,7 +244,7 @@ class RunLock:
         except FileNotFoundError:
             return  # released meanwhile
         except (OSError, ValueError, KeyError, TypeError):
-            owner, pid, host = {}, -1, socket.gethostname()  # unreadable: written by a process that died
+            owner, pid, host = {}, -1, socket.gethostname()  # unreadable: damaged, nobody can own it
         if host != socket.gethostname():
             raise RunLockedError(
                 f"{self.path}: the run directory is in use by process {pid} on host {host}; "
