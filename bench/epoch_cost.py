@@ -193,6 +193,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--width", type=int, default=8, help="NucleiSegNet base_width (paper: 32)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--repeats", type=int, default=2, help="plain, fdseg, plain, fdseg, ... (medians)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "epoch_cost.json")
     args = parser.parse_args()
@@ -200,7 +201,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        cfg = _config(root, args)
+        cfg = _config(root, args).with_overrides(args.set)
         build_run_data(cfg, root / "warm", write_split=False)  # generate and cache the images once
         plains, fdsegs = [], []
         for r in range(args.repeats):  # alternated, so that a drift of the machine's speed hits both

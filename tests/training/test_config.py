@@ -45,6 +45,18 @@ def test_overrides_are_typed() -> None:
     assert isinstance(ExperimentConfig().with_overrides(["optim.lr=1"]).optim.lr, float)
 
 
+@pytest.mark.parametrize(("given", "kept"), [("false", "false"), ("true", "true"), ("'false'", "false")])
+def test_deterministic_takes_yaml_booleans_and_names(tmp_path: Path, given: str, kept: str) -> None:
+    # `--set train.deterministic=false` and `deterministic: false` in a YAML file are YAML booleans
+    cfg = ExperimentConfig().with_overrides([f"train.deterministic={given}"])
+    assert cfg.train.deterministic == kept
+    path = tmp_path / "c.yaml"
+    path.write_text(f"schema: 1\ntrain:\n  deterministic: {given}\n", encoding="utf-8")
+    assert ExperimentConfig.from_yaml(path).train.deterministic == kept
+    with pytest.raises(ValueError, match=r"train.deterministic 'maybe'.*\['false', 'true', 'warn'\]"):
+        ExperimentConfig().with_overrides(["train.deterministic=maybe"])
+
+
 def test_unknown_key_suggests_the_closest() -> None:
     with pytest.raises(KeyError, match=r"train\.batch_sise.*did you mean 'batch_size'"):
         ExperimentConfig().with_overrides(["train.batch_sise=3"])

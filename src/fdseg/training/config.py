@@ -316,7 +316,8 @@ class TrainConfig:
         precision: Lightning precision; ``auto`` is bf16-mixed on CUDA and 32-true elsewhere.
         num_workers: DataLoader workers.
         seed: seed of initialisation, batch order and augmentation.
-        deterministic: ``warn`` (deterministic algorithms where they exist), ``true`` or ``false``.
+        deterministic: ``warn`` (deterministic algorithms where they exist), ``true`` or ``false`` (YAML
+            booleans or strings).
         accelerator: where ``fdseg train`` runs: ``auto`` (CUDA when present), ``cpu`` or ``gpu``; the CLI's
             ``--device`` overrides it.
         devices: Lightning devices (``auto``, a count, or a list as a string).
@@ -341,7 +342,7 @@ class TrainConfig:
     precision: str = "auto"
     num_workers: int = 0
     seed: int = 0
-    deterministic: str = "warn"
+    deterministic: bool | str = "warn"
     accelerator: str = "auto"
     devices: str = "auto"
     strategy: str = "auto"
@@ -358,6 +359,8 @@ class TrainConfig:
                 f"train.checkpoint_every_s must be a number of seconds > 0, got {self.checkpoint_every_s}"
             )
         check_option("train.precision", self.precision, PRECISIONS)
+        if isinstance(self.deterministic, bool):  # YAML's true/false: kept as the option's name
+            object.__setattr__(self, "deterministic", str(self.deterministic).lower())
         check_option("train.deterministic", self.deterministic, DETERMINISTIC)
         check_option("train.accelerator", self.accelerator, ACCELERATORS)
         for name, minimum in (("epochs_phase1", 1), ("epochs_phase2", 0), ("batch_size", 1)):

@@ -110,7 +110,7 @@ def make_trainer(
     :class:`AtomicCheckpointIO`; the ``train.logger`` (none, csv, tensorboard, mlflow, wandb) writes under
     ``<run>/logs``.
     """
-    deterministic: Any = {"warn": "warn", "true": True, "false": False}[cfg.train.deterministic]
+    deterministic: Any = {"warn": "warn", "true": True, "false": False}[str(cfg.train.deterministic)]
     with _lightning_quiet():
         return pl.Trainer(
             max_epochs=phase.epochs,
