@@ -106,6 +106,15 @@ def _timed(cls: Any, name: str, into: list[float]) -> Any:
     return original
 
 
+def _step_stats(steps: list[float]) -> dict[str, float]:
+    """Median, mean and slowest of the timed training steps (seconds)."""
+    return {
+        "median_step_s": statistics.median(steps),
+        "mean_step_s": statistics.fmean(steps),
+        "max_step_s": max(steps),
+    }
+
+
 def fdseg_epoch(cfg: ExperimentConfig, root: Path) -> dict[str, float]:
     """Seconds per epoch of fdseg's phase 2, and of its parts."""
     ckpt_s: list[float] = []
@@ -134,7 +143,7 @@ def fdseg_epoch(cfg: ExperimentConfig, root: Path) -> dict[str, float]:
     }
     parts["other_s"] = total - sum(parts.values())
     per_epoch = {k: v / epochs for k, v in parts.items()}
-    return {"epoch_s": total / epochs, **per_epoch, "median_step_s": statistics.median(clock.steps)}
+    return {"epoch_s": total / epochs, **per_epoch, **_step_stats(clock.steps)}
 
 
 def plain_epoch(cfg: ExperimentConfig, root: Path) -> dict[str, float]:
@@ -181,7 +190,7 @@ def plain_epoch(cfg: ExperimentConfig, root: Path) -> dict[str, float]:
     return {
         "train_s": train_s / epochs,
         "validation_s": val_s / epochs,
-        "median_step_s": statistics.median(steps),
+        **_step_stats(steps),
     }
 
 
@@ -217,7 +226,7 @@ def main() -> None:
     rows += [
         (f"  {k[:-2].replace('_', ' ')}", v)
         for k, v in parts.items()
-        if k not in ("epoch_s", "median_step_s")
+        if k not in ("epoch_s", "median_step_s", "mean_step_s", "max_step_s")
     ]
     print(f"{'':28s}{'seconds':>10s}{'share':>8s}")
     for name, value in rows:
@@ -225,7 +234,9 @@ def main() -> None:
         print(f"{name:28s}{value:10.3f}{share}")
     print(
         f"median training step: plain {plain['median_step_s']:.3f} s, fdseg {parts['median_step_s']:.3f} s "
-        f"(plain/fdseg {plain['median_step_s'] / parts['median_step_s']:.3f})"
+        f"(plain/fdseg {plain['median_step_s'] / parts['median_step_s']:.3f}); "
+        f"mean {plain['mean_step_s']:.3f} vs {parts['mean_step_s']:.3f} s, "
+        f"slowest {plain['max_step_s']:.3f} vs {parts['max_step_s']:.3f} s"
     )
     print(
         f"plain/fdseg per epoch = {ratios['like_for_like']:.3f} with the same validation in both loops, "
