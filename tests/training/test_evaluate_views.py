@@ -113,6 +113,12 @@ def test_paper_views_scored_per_view_beside_the_plain_test(
     assert err.count("\n") == 0 and "'papr'" in err and "did you mean 'paper'" in err
     assert not (run / "val_views").exists()
 
+    # another checkpoint is scored beside the run's own test/ (which keeps the best checkpoint's scores)
+    last = evaluate_run(run, checkpoint="last")
+    assert last["dir"] == str(run / "test_last") and last["checkpoint"] == "last"
+    assert (run / "test" / "per_sample.csv").read_bytes() == plain
+    assert json.loads((run / "test" / "summary.json").read_text())["checkpoint"] == "best"
+
 
 @pytest.mark.slow
 def test_paper_views_of_a_tiled_run_are_whole_native_images(

@@ -60,7 +60,10 @@ def test_ctrl_c_says_where_and_exits_130(
             proc.kill()
     assert proc.returncode == code, err[-2000:]
     last = err.strip().splitlines()[-1]
-    message = rf"interrupted at epoch (\d+) \(phase 1\){by}; rerun the same command to resume"
+    message = (
+        rf"interrupted at epoch (\d+) \(phase 1\){by}; rerun the same command to resume from epoch (\d+) "
+        r"\(last\.ckpt; written every train\.checkpoint_every_s\)"
+    )
     found = re.fullmatch(message, last)
     assert found, err[-2000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
@@ -68,6 +71,7 @@ def test_ctrl_c_says_where_and_exits_130(
     # the message counts epochs from 1 (as the epoch lines); the checkpoint's epoch counts from 0 and is
     # the one before the interrupted epoch, or that epoch itself when it had just been saved
     assert meta is not None and int(found.group(1)) - 2 <= meta["epoch"] <= int(found.group(1)) - 1
+    assert int(found.group(2)) == meta["epoch"] + 2  # the epoch after the saved one, counted from 1
     assert not (run / "train.lock").exists() and not (run / "DONE").exists()
 
 

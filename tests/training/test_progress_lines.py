@@ -30,16 +30,21 @@ def test_train_prints_summary_epoch_lines_and_outcome(
     assert re.search(r"^      novel .*: 4 images added to training$", out, re.M)
     assert re.search(r"^model: unet \(0\.\d\d M parameters\), input 32²$", out, re.M)
     assert "device: cpu, precision 32-true" in out
-    assert re.search(r"^phase 1: 1 epochs x 3 steps, λ = 0 -> checkpoints/phase1_best\.ckpt$", out, re.M)
+    assert re.search(r"^phase 1: 1 epoch x 3 steps, λ = 0 -> checkpoints/phase1_best\.ckpt$", out, re.M)
     assert re.search(
-        r"^phase 2: 1 epochs x 3 steps, L_fd on \(schedule λ\) -> checkpoints/best\.ckpt$", out, re.M
+        r"^phase 2: 1 epoch x 3 steps, L_fd on \(schedule λ\) -> checkpoints/best\.ckpt$", out, re.M
     )
     line = r"train loss \d\.\d{4}, val Dice \d\.\d{4}, λ LAM, \d+\.\d s$"
     assert re.search(r"^phase 1 epoch 1/1 \(run epoch 1/2\): " + line.replace("LAM", "0–0"), out, re.M), out
     assert re.search(r"^phase 2 epoch 1/1 \(run epoch 2/2\): " + line.replace("LAM", "0.01–0.01"), out, re.M)
-    assert re.search(
-        rf"^test Dice \d\.\d{{4}} \(n = 3\): {re.escape(str(run / 'test' / 'summary.json'))}$", out, re.M
-    )
+    summary = re.escape(str(run / "test" / "summary.json"))
+    assert re.search(rf"^test Dice \d\.\d{{4}} \(n = 3, best checkpoint\): {summary}$", out, re.M), out
+    # the best epoch named is phase 2's best row of history.csv (best.ckpt holds phase 2's best)
+    best = re.search(r"^best val Dice (\d\.\d{4}) at epoch (\d+) \(phase 2\): .*best\.ckpt$", out, re.M)
+    assert best, out
+    with (run / "history.csv").open(newline="") as fh:
+        top = max((r for r in csv.DictReader(fh) if r["phase"] == "2"), key=lambda r: float(r["val_dice"]))
+    assert (best.group(1), int(best.group(2))) == (f"{float(top['val_dice']):.4f}", int(top["epoch"]) + 1)
     assert "GPU available" not in out and "Tip:" not in out
 
 

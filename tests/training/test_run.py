@@ -149,7 +149,7 @@ def test_max_steps_is_honoured_exactly_with_a_partial_last_epoch(
     assert [(int(r["phase"]), int(r["step"])) for r in rows] == [(1, 3), (1, 4), (2, 3)]
     assert all(r["val_dice"] != "" for r in rows)  # the partial epoch is validated like the others
     assert (
-        "phase 1: 2 epochs x 3 steps (4 steps: the last epoch 1), λ = 0 -> checkpoints/phase1_best.ckpt"
+        "phase 1: 2 epochs x 3 steps (4 steps: 1 in the last epoch), λ = 0 -> checkpoints/phase1_best.ckpt"
         in said
     )
     meta = checkpoint_meta(run / "checkpoints" / "last.ckpt")

@@ -25,7 +25,10 @@ def _line(label: str, n: int, means: dict[str, float | None], soft: float | None
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run directory.")],
     split: Annotated[str, typer.Option(help="test, val or train.")] = "test",
-    checkpoint: Annotated[str, typer.Option(help="best, last or phase1_best.")] = "best",
+    checkpoint: Annotated[
+        str,
+        typer.Option(help="best, last or phase1_best (other than best: written to <folder>_<checkpoint>)."),
+    ] = "best",
     views: Annotated[
         str,
         typer.Option(
@@ -75,7 +78,8 @@ def evaluate(
     labels = {"empty_gt": "empty GT", "n_groups": "groups"}
     details = [f"{name}: {result[key]}" for key, name in labels.items() if key in result]
     _echo(f"evaluated: {count}" + (f" ({', '.join(details)})" if details else ""))
-    _echo(f"per-sample table: {Path(result.get('dir', Path(run) / split)) / 'per_sample.csv'}")
+    folder = Path(result.get("dir", Path(run) / split))
+    _echo(f"per-sample table: {folder / 'per_sample.csv'} (summary: {folder / 'summary.json'})")
 
 
 @app.command()

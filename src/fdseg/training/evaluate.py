@@ -125,7 +125,10 @@ def _load(run_dir: Path, checkpoint: str, runtime: Runtime) -> tuple[Any, nn.Mod
     check_option("checkpoint", checkpoint, CHECKPOINTS)
     path = run_dir / "checkpoints" / f"{checkpoint}.ckpt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist (train the run first: fdseg train --out {run_dir})")
+        raise FileNotFoundError(
+            f"{path} does not exist (train the run first: fdseg train -c {run_dir / 'config.yaml'} "
+            f"-o {run_dir})"
+        )
     model = build_model(cfg)
     load_model_weights(model, path)
     device = torch.device("cuda" if runtime.cuda else "cpu")
@@ -180,15 +183,19 @@ def evaluation_dir(
     at: str = "training",
     external: str | None = None,
     tiled: bool = False,
+    checkpoint: str = "best",
 ) -> Path:
     """The folder :func:`evaluate_run` writes to: ``<run_dir>/<split>``, or ``<run_dir>/external/<external>``
     for an external dataset's folder name, then ``_native`` for ``at="native"`` (not for a ``tiled`` run,
-    always scored at native size) and ``_views`` for ``views`` other than ``none``."""
+    always scored at native size), ``_views`` for ``views`` other than ``none`` and ``_<checkpoint>`` for a
+    checkpoint other than ``best`` (so the run's own ``test/`` always holds the best checkpoint's scores)."""
     name = f"external/{external}" if external is not None else split
     if at == "native" and not tiled:
         name += "_native"
     if views != "none":
         name += "_views"
+    if checkpoint != "best":
+        name += f"_{checkpoint}"
     return Path(run_dir) / name
 
 
@@ -267,7 +274,9 @@ def evaluate_run(
     if not rows:
         raise ValueError(f"{run_dir}: the {split} split is empty")
     spec = data.base.raw.spec
-    folder = functools.partial(evaluation_dir, run_dir, split=split, views=views, at=at, tiled=data.tiled)
+    folder = functools.partial(
+        evaluation_dir, run_dir, split=split, views=views, at=at, tiled=data.tiled, checkpoint=checkpoint
+    )
     out_dir = folder(external=external)
     if external is not None and _holds_other(out_dir, spec):  # same folder name, another dataset
         external = f"{external}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"

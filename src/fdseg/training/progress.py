@@ -17,6 +17,7 @@ from torch import nn
 
 from fdseg.training.config import ExperimentConfig
 from fdseg.training.phases import Phase
+from fdseg.training.rundir import checkpoint_meta
 
 Echo = Callable[[str], None]
 
@@ -56,18 +57,18 @@ def summary_lines(
     for phase in phases:
         what = "λ = 0" if phase.lambda_zero else f"L_fd on ({cfg.loss.lambda_strategy} λ)"
         lines.append(
-            f"phase {phase.index}: {phase.epochs} epochs x {steps_per_epoch} steps"
+            f"phase {phase.index}: {phase.epochs} epoch{'s' * (phase.epochs != 1)} x {steps_per_epoch} steps"
             f"{_budget(phase, steps_per_epoch)}, {what} -> checkpoints/{phase.best_name}"
         )
     return lines
 
 
 def _budget(phase: Phase, steps_per_epoch: int) -> str:
-    """`` (N steps: the last epoch k)`` when the phase's step budget cuts its last epoch short."""
+    """`` (N steps: k in the last epoch)`` when the phase's step budget cuts its last epoch short."""
     if phase.steps is None or phase.steps == phase.epochs * steps_per_epoch:
         return ""
     last = phase.steps - (phase.epochs - 1) * steps_per_epoch
-    return f" ({phase.steps} steps: the last epoch {last})"
+    return f" ({phase.steps} steps: {last} in the last epoch)"
 
 
 def epoch_line(
@@ -89,17 +90,28 @@ def _fmt(value: float | None) -> str:
 
 
 def outcome_lines(run_dir: Path) -> list[str]:
-    """After a run: the test Dice with its n, where the outputs are, and warnings when it learnt nothing.
+    """After a run: its best validation Dice and epoch, the test Dice with its n, where the outputs are, and
+    warnings when it learnt nothing.
+
+    Raises:
+        CheckpointError: ``checkpoints/best.ckpt`` exists but cannot be read.
 
     Warns when the validation Dice is 0 at every epoch, and when every test prediction is empty or all
     foreground (a constant prediction).
     """
     lines: list[str] = []
+    best = checkpoint_meta(run_dir / "checkpoints" / "best.ckpt")
+    if best is not None and int(best.get("best_epoch", -1)) >= 0:
+        lines.append(
+            f"best val Dice {_fmt(best['best_val_dice'])} at epoch {int(best['best_epoch']) + 1} (phase "
+            f"{best['phase']}): {run_dir / 'checkpoints' / 'best.ckpt'}"
+        )
     summary_path = run_dir / "test" / "summary.json"
     if summary_path.is_file():
         summary: dict[str, Any] = json.loads(summary_path.read_text(encoding="utf-8"))
         dice = summary.get("mean", {}).get("dice")
-        lines.append(f"test Dice {_fmt(dice)} (n = {summary.get('n')}): {summary_path}")
+        which = summary.get("checkpoint", "best")
+        lines.append(f"test Dice {_fmt(dice)} (n = {summary.get('n')}, {which} checkpoint): {summary_path}")
     per_sample = run_dir / "test" / "per_sample.csv"
     if per_sample.is_file():
         with per_sample.open(newline="", encoding="utf-8") as fh:

@@ -336,13 +336,16 @@ def train_run(
             )
     except _Interrupt as exc:
         # epochs counted from 1, as in the per-epoch lines ("run epoch E/G")
-        where = "before training"
+        where, resume = "before training", ""
         if "trained" in progress:
             where = "after training (evaluating; the rerun evaluates again)"
         elif progress:
             where = f"at epoch {progress['epoch'] + 1} (phase {progress['phase']})"
+            resume = _resume_point(run_dir / "checkpoints" / "last.ckpt")
         by = " (SIGTERM)" if exc.args and exc.args[0] == signal.SIGTERM else ""
-        raise KeyboardInterrupt(f"interrupted {where}{by}; rerun the same command to resume") from None
+        raise KeyboardInterrupt(
+            f"interrupted {where}{by}; rerun the same command to resume{resume}"
+        ) from None
     finally:
         lock.release()
     return run_dir
@@ -445,11 +448,20 @@ def _train_phase(
         raise
     finally:
         task.close()
-    if trainer.interrupted:
-        raise KeyboardInterrupt(
-            f"interrupted at epoch {(recorder.epoch or 0) + 1} (phase {phase.index}); rerun the same command "
-            "to resume"
-        )
+    if trainer.interrupted:  # Lightning caught the interrupt itself (outside the main thread)
+        progress.update(phase=phase.index, epoch=recorder.epoch if recorder.epoch is not None else -1)
+        raise _Interrupt(signal.SIGINT)
+
+
+def _resume_point(last: Path) -> str:
+    """Where a rerun starts: `` from epoch E (last.ckpt)`` (counted from 1), or from the beginning."""
+    try:
+        meta = checkpoint_meta(last)
+    except CheckpointError:
+        meta = None
+    if meta is None:
+        return " (nothing is saved yet: it starts again from epoch 1)"
+    return f" from epoch {int(meta['epoch']) + 2} (last.ckpt; written every train.checkpoint_every_s)"
 
 
 def _write_figures(run_dir: Path) -> None:
