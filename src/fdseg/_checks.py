@@ -24,10 +24,8 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 def check_option(name: str, value: T, choices: Sequence[T]) -> T:
     """Return ``value`` if it is one of ``choices``; otherwise raise ``ValueError`` listing them."""
     if value not in choices:
-        raise ValueError(
-            f"unknown {name} {value!r}{did_you_mean(str(value), [str(c) for c in choices])} "
-            f"valid options: {sorted(str(c) for c in choices)}"
-        )
+        hint = did_you_mean(str(value), [str(c) for c in choices]) or ";"
+        raise ValueError(f"unknown {name} {value!r}{hint} valid options: {sorted(str(c) for c in choices)}")
     return value
 
 
@@ -36,8 +34,8 @@ def check_keys(kind: str, given: Iterable[str], valid: Iterable[str]) -> None:
     valid_list = list(valid)
     bad = [k for k in given if k not in valid_list]
     if bad:
-        hints = "".join(did_you_mean(k, valid_list) for k in bad[:1])
-        raise ValueError(f"unknown {kind} {bad}{hints} valid: {sorted(valid_list)}")
+        hint = did_you_mean(bad[0], valid_list) or ";"
+        raise ValueError(f"unknown {kind} {bad}{hint} valid: {sorted(valid_list)}")
 
 
 def check_shape(x: torch.Tensor, dims: str, *, name: str) -> None:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,6 +95,12 @@ def _truncated(path: Path) -> str:
     return r"truncated or not a checkpoint file"
 
 
+def _garbage(path: Path) -> str:
+    # bytes that are no pickle: the first is pickle's STOP opcode, the unpickler fails inside itself
+    path.write_bytes(b"." + np.random.default_rng(0).bytes(2000))
+    return r"truncated or not a checkpoint file"
+
+
 def _other_architecture(path: Path) -> str:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     other = create_model("unet", in_channels=3, out_channels=1, base_width=8, depth=2)
@@ -109,7 +116,9 @@ def trained(tmp_path: Path, data_dir: Path, tiny: Tiny) -> Path:
     )
 
 
-@pytest.mark.parametrize("spoil", [_hostile, _truncated, _other_architecture], ids=lambda f: f.__name__[1:])
+@pytest.mark.parametrize(
+    "spoil", [_hostile, _truncated, _garbage, _other_architecture], ids=lambda f: f.__name__[1:]
+)
 def test_unloadable_checkpoint_is_one_line_naming_file_and_reason(
     trained: Path, capsys: pytest.CaptureFixture[str], spoil: Callable[[Path], str]
 ) -> None:
@@ -124,7 +133,9 @@ def test_unloadable_checkpoint_is_one_line_naming_file_and_reason(
     assert err.startswith(f"error: {path}: ") and "\n" not in err and re.search(reason, err)
 
 
-@pytest.mark.parametrize("spoil", [_hostile, _truncated, _other_architecture], ids=lambda f: f.__name__[1:])
+@pytest.mark.parametrize(
+    "spoil", [_hostile, _truncated, _garbage, _other_architecture], ids=lambda f: f.__name__[1:]
+)
 def test_resume_from_an_unloadable_last_ckpt_names_it(
     trained: Path, data_dir: Path, tiny: Tiny, spoil: Callable[[Path], str]
 ) -> None:
@@ -132,8 +143,11 @@ def test_resume_from_an_unloadable_last_ckpt_names_it(
     path = trained / "checkpoints" / "last.ckpt"
     reason = spoil(path)
     hint = "; delete it to train this run from its start$"
+    said: list[str] = []
     with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))}: {reason}.*{hint}"):
-        train_run(tiny(data_dir, train={"epochs_phase1": 1, "epochs_phase2": 0}), trained, evaluate=False)
+        cfg = tiny(data_dir, train={"epochs_phase1": 1, "epochs_phase2": 0})
+        train_run(cfg, trained, evaluate=False, echo=said.append)
+    assert not [line for line in said if line.startswith("resuming")]  # it did not resume
 
 
 def test_hostile_pickle_is_never_run(tmp_path: Path) -> None:

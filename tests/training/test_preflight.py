@@ -49,9 +49,17 @@ def _write(path: Path, cfg: ExperimentConfig, **replace: str) -> Path:
         ({"lr: 0.001": "lr: -1e-3"}, r"optim\.lr must be a finite number > 0, got -0\.001"),
         ({"weight_decay: 0.004": "weight_decay: .inf"}, r"optim\.weight_decay must be a finite number >= 0"),
         ({"eps: 1.0e-07": "eps: -1e-7"}, r"optim\.eps must be a finite number >= 0, got -1e-07"),
+        # devices and strategies are resolved by Lightning before anything is written
+        ({"devices: auto": "devices: '0'"}, r"train\.devices='0' / train\.strategy='auto' on cpu: .*=0"),
+        ({"devices: auto": "devices: abc"}, r"train\.devices='abc' / train\.strategy='auto' on cpu: invalid"),
+        ({"strategy: auto": "strategy: foo"}, r"train\.devices='auto' / train\.strategy='foo' on cpu: .*foo"),
+        ({"log_every_n_steps: 50": "log_every_n_steps: 0"}, r"train\.log_every_n_steps must be an int >= 1"),
     ],
-    ids=["image-size", "nan-lr", "negative-lr", "inf-weight-decay", "negative-eps"],
-)
+    ids=[
+        "image-size", "nan-lr", "negative-lr", "inf-weight-decay", "negative-eps", "devices-0", "devices-abc",
+        "strategy", "log-every-0",
+    ],
+)  # fmt: skip
 def test_bad_config_is_one_line_and_writes_nothing(
     tmp_path: Path,
     data_dir: Path,
@@ -67,6 +75,17 @@ def test_bad_config_is_one_line_and_writes_nothing(
     assert err.startswith("error: ") and "\n" not in err
     assert re.search(message, err), err
     assert not out.exists() and not out.parent.exists()  # no run directory, not even its parent
+
+
+def test_out_that_is_a_file_is_one_line(
+    tmp_path: Path, data_dir: Path, tiny: Tiny, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _write(tmp_path / "c.yaml", tiny(data_dir))
+    out = tmp_path / "notes.txt"
+    out.write_text("kept\n")
+    assert main(["train", "-c", str(config), "-o", str(out), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {out}: the run directory (--out) is a file" and out.read_text() == "kept\n"
 
 
 def test_preflight_runs_the_model_at_the_configured_size(data_dir: Path, tiny: Tiny) -> None:

@@ -679,10 +679,10 @@ def write_synthetic(
                 Image.fromarray(classes).save(tmp / "classes" / f"{sample_id}.png", compress_level=1)
         (tmp / "synthetic.json").write_text(json.dumps(meta, indent=2) + "\n")
         os.replace(tmp, out)
-    except OSError:
+    except BaseException as exc:  # also Ctrl-C: no half-written folder stays behind
         shutil.rmtree(tmp, ignore_errors=True)
-        if not (out / "synthetic.json").is_file():
-            raise
+        if not isinstance(exc, OSError) or not (out / "synthetic.json").is_file():
+            raise  # (an OSError with the folder in place: another process wrote it first)
     return out
 
 

@@ -367,6 +367,7 @@ class TrainConfig:
             check_int(f"train.{name}", getattr(self, name), minimum=minimum)
         check_int("train.eval_batch_size", self.eval_batch_size)
         check_int("train.num_workers", self.num_workers, minimum=0)
+        check_int("train.log_every_n_steps", self.log_every_n_steps)
         if self.max_steps is not None:
             check_int("train.max_steps", self.max_steps)
 

@@ -141,17 +141,27 @@ def world_size(cfg: ExperimentConfig, runtime: Runtime) -> int:
 
     Resolved by Lightning itself, from a ``Trainer`` that is built and dropped (it starts no process and
     touches no device memory), so ``auto`` devices and strategies count as Lightning will count them.
+
+    Raises:
+        ValueError: devices or a strategy Lightning refuses (one line naming both keys and its reason).
     """
-    with _lightning_quiet():
-        probe = pl.Trainer(
-            accelerator=runtime.accelerator,
-            devices=_devices(cfg.train.devices),
-            strategy=cfg.train.strategy,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
+    try:
+        with _lightning_quiet():
+            probe = pl.Trainer(
+                accelerator=runtime.accelerator,
+                devices=_devices(cfg.train.devices),
+                strategy=cfg.train.strategy,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+            )
+    except Exception as exc:  # Lightning's MisconfigurationException, int("abc"), ...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(
+            f"train.devices={cfg.train.devices!r} / train.strategy={cfg.train.strategy!r} on "
+            f"{runtime.accelerator}: {reason}"
+        ) from None
     return max(int(probe.world_size), 1)
 
 
@@ -306,22 +316,24 @@ def train_run(
         check_run_config(run_dir, cfg)
         log.info("%s is finished (DONE); skipping", run_dir)
         return run_dir
-    check_run_config(run_dir, cfg)
-    preflight(cfg)
-    data = build_run_data(cfg, run_dir, write_split=False)
-    rank_zero = is_global_zero()
-    if rank_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NotADirectoryError(f"{run_dir}: the run directory (--out) is a file")
     lock = RunLock(run_dir)
     progress: dict[str, int] = {}
     try:
-        with _sigint_raises():
+        with _sigint_raises():  # from here on, Ctrl-C/SIGTERM end with one line and temp files removed
+            check_run_config(run_dir, cfg)
+            preflight(cfg)
+            world = world_size(cfg, runtime)
+            data = build_run_data(cfg, run_dir, write_split=False)
+            rank_zero = is_global_zero()
             if rank_zero:
+                run_dir.mkdir(parents=True, exist_ok=True)
                 lock.acquire()
                 prepare_run_dir(cfg, run_dir, runtime)
                 data.save_split(run_dir / "split.json")
             say = echo if rank_zero else None
-            history = _train_phases(cfg, run_dir, data, runtime, callbacks, progress, say)
+            history = _train_phases(cfg, run_dir, data, runtime, world, callbacks, progress, say)
             progress["trained"] = 1
             if not rank_zero:
                 return run_dir  # under DDP the other ranks only train; rank 0 evaluates and marks DONE
@@ -336,7 +348,7 @@ def train_run(
             )
     except _Interrupt as exc:
         # epochs counted from 1, as in the per-epoch lines ("run epoch E/G")
-        where, resume = "before training", ""
+        where, resume = "before training (checking the config, preparing the data)", ""
         if "trained" in progress:
             where = "after training (evaluating; the rerun evaluates again)"
         elif progress:
@@ -356,13 +368,13 @@ def _train_phases(
     run_dir: Path,
     data: RunData,
     runtime: Runtime,
+    world: int,
     callbacks: Sequence[pl.Callback],
     progress: dict[str, int],
     echo: Echo | None,
 ) -> HistoryWriter:
     ckpt_dir = run_dir / "checkpoints"
     history = HistoryWriter(run_dir / "history.csv")
-    world = world_size(cfg, runtime)
     steps = steps_per_epoch(data.n_train, cfg.train.batch_size, world)
     phases = plan_phases(cfg, steps)
     total = sum(p.epochs for p in phases)
@@ -378,10 +390,11 @@ def _train_phases(
             phases=phases, steps_per_epoch=steps,
         ):  # fmt: skip
             echo(line)
-        if meta is not None:
-            nxt = int(meta["epoch"]) + 1
-            where = next((p.index for p in phases if nxt < p.epoch_offset + p.epochs), phases[-1].index)
-            echo(f"resuming from epoch {nxt + 1} (phase {where})")  # counted from 1, as the epoch lines
+    notice = None
+    if meta is not None:  # said once the checkpoint's weights have loaded
+        nxt = int(meta["epoch"]) + 1
+        where = next((p.index for p in phases if nxt < p.epoch_offset + p.epochs), phases[-1].index)
+        notice = f"resuming from epoch {nxt + 1} (phase {where})"  # counted from 1, as the epoch lines
     for phase in phases:
         resume = meta is not None and int(meta["phase"]) == phase.index
         if meta is not None and int(meta["phase"]) > phase.index:
@@ -392,7 +405,9 @@ def _train_phases(
         _train_phase(
             cfg, phase, data, runtime, ckpt_dir, [record, *callbacks],
             resume=resume, warmup=phases[0].epochs, progress=progress,
+            echo=echo, notice=notice,
         )  # fmt: skip
+        notice = None
         meta = None
     return history
 
@@ -417,7 +432,10 @@ def _train_phase(
     resume: bool,
     warmup: int,
     progress: dict[str, int],
+    echo: Echo | None = None,
+    notice: str | None = None,
 ) -> None:
+    """Train one phase; ``notice`` (the resume line) is echoed once ``last.ckpt``'s weights have loaded."""
     model = build_model(cfg)
     task = build_task(cfg, model, phase, warmup=warmup, cuda=runtime.cuda)
     last_path = ckpt_dir / "last.ckpt"
@@ -425,6 +443,8 @@ def _train_phase(
         # a checkpoint of another architecture is a one-line error here, not a traceback from Lightning
         with _resume_hint():
             load_model_weights(model, last_path)
+    if echo is not None and notice is not None:
+        echo(notice)
     elif phase.index == 2:
         # weights of phase 1's best epoch; λ strategy, loss generators, data stream and RNGs as phase 1
         # left them in last.ckpt (read from disk on every path, so a rerun starts phase 2 identically)

@@ -15,7 +15,6 @@ import platform
 import socket
 import subprocess
 import sys
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -282,16 +281,17 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except (PermissionError, IsADirectoryError) as exc:
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror})") from None
+    except Exception as exc:  # a damaged file can fail anywhere inside the unpickler
         lines = str(exc).strip().splitlines()
-        detail = next((line.strip() for line in lines if "GLOBAL" in line or "global" in line), "")
-        raise CheckpointError(
-            f"{path}: refused: it holds objects other than tensors and plain containers"
-            f"{f' ({detail})' if detail else ''}; fdseg never unpickles such files"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        text = str(exc).strip()
-        first = text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(exc).__name__
+        if isinstance(exc, pickle.UnpicklingError):  # a pickle the safe unpickler will not run
+            said = [ln.strip() for ln in lines if "global" in ln.lower() or "unsupported" in ln.lower()]
+            raise CheckpointError(
+                f"{path}: refused: it holds objects other than tensors and plain containers, or it is "
+                f"damaged{f' ({said[0]})' if said else ''}; fdseg never unpickles such files"
+            ) from None
+        first = lines[0].split(". ")[0].rstrip(".") if lines else type(exc).__name__
         raise CheckpointError(f"{path}: truncated or not a checkpoint file ({first})") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a checkpoint (holds a {type(ckpt).__name__}, not a dict)")
