@@ -131,11 +131,36 @@ def test_bad_predict_input_is_one_line(run: Path, tmp_path: Path, capsys: pytest
         ([str(good), "--save-probs", "jpeg"], "'jpeg'"),
         ([str(good), str(bad)], "broken.png"),
     ]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image\n")
+    cases.append(([str(empty)], f"{empty}: a folder without images"))
     for extra, needle in cases:
         assert main(["predict", str(run), *extra, "--out", str(out)]) == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err and needle in err, err
         assert not out.exists()
+
+
+def test_predict_takes_a_folder_of_images(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "slides"
+    (folder / "nested").mkdir(parents=True)
+    for name, seed in (("b.png", 2), ("a.tif", 3), ("nested/c.png", 4)):
+        Image.fromarray(_nuclei(32, 32, seed)).save(folder / name)
+    (folder / "readme.txt").write_text("not an image\n")
+    single = tmp_path / "d.png"
+    Image.fromarray(_nuclei(32, 32, 5)).save(single)
+    out = tmp_path / "masks"
+    assert main(["predict", str(run), str(folder), str(single), "--out", str(out), "--device", "cpu"]) == 0
+    # the folder's own images (sorted; not its subfolders, not other files), then the file given by name
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "d.png"]
+    assert "3 masks written to" in capsys.readouterr().out
+    # each mask equals the one predicted from the image given alone
+    alone = tmp_path / "alone"
+    assert main(["predict", str(run), str(folder / "a.tif"), "--out", str(alone), "--device", "cpu"]) == 0
+    np.testing.assert_array_equal(_read(out / "a.png"), _read(alone / "a.png"))
 
 
 def _mixed_folder(root: Path) -> Path:

@@ -85,7 +85,7 @@ def evaluate(
 @app.command()
 def predict(
     run: Annotated[Path, typer.Argument(help="Run directory.")],
-    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files, or folders of them.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the mask PNGs.")],
     checkpoint: Annotated[str, typer.Option(help="best, last or phase1_best.")] = "best",
     mode: Annotated[
@@ -126,4 +126,5 @@ def predict(
         overlay=overlay,
     )
     extras = [name for name, on in (("probabilities", save_probs), ("overlays", overlay)) if on]
-    _echo(f"{len(paths)} masks written to {out}" + (f" (with {' and '.join(extras)})" if extras else ""))
+    written = f"{len(paths)} mask{'s' * (len(paths) != 1)} written to {out}"
+    _echo(written + (f" (with {' and '.join(extras)})" if extras else ""))

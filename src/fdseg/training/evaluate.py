@@ -59,6 +59,7 @@ from scipy import ndimage
 from fdseg._checks import check_option
 from fdseg._io import atomic_path
 from fdseg.data import apply_view, read_image
+from fdseg.data.base import IMAGE_EXTENSIONS
 from fdseg.data.cache import resize_image as resize_to
 from fdseg.data.cache import resize_mask
 from fdseg.data.formats._io import image_size
@@ -727,7 +728,7 @@ def predict(
 
     Args:
         run_dir: a trained run directory.
-        images: image files (PNG, JPEG, TIFF).
+        images: image files (PNG, JPEG, TIFF, BMP), or folders standing for the image files they hold.
         out_dir: created if needed.
         checkpoint: ``best``, ``last`` or ``phase1_best``.
         runtime: device choice (CPU by default).
@@ -741,7 +742,7 @@ def predict(
         The written mask paths, in the order of ``images``.
 
     Raises:
-        FileNotFoundError: a missing image (named) or run.
+        FileNotFoundError: a missing image (named), a folder without images, or a missing run.
         ValueError: an unreadable image (named); two images with the same stem; an unknown mode or
             probability format; a threshold outside (0, 1); ``sliding`` on a resized run whose training
             scale cannot be determined (explained). Nothing is written in these cases.
@@ -752,7 +753,15 @@ def predict(
         check_option("probability format (--save-probs)", save_probs, PROB_FORMATS)
     _check_threshold(threshold)
     run_dir, out = Path(run_dir), Path(out_dir)
-    paths = [Path(p) for p in images]
+    paths: list[Path] = []
+    for given in map(Path, images):  # a folder stands for its image files (not its subfolders), sorted
+        if given.is_dir():
+            found = sorted(p for p in given.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            if not found:
+                raise FileNotFoundError(f"{given}: a folder without images ({', '.join(IMAGE_EXTENSIONS)})")
+            paths += found
+        else:
+            paths.append(given)
     if not paths:
         raise ValueError("predict: no images given")
     for path in paths:
