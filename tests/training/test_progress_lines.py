@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 
 from fdseg.cli import main
 from fdseg.training.config import ExperimentConfig
-from fdseg.training.progress import outcome_lines
+from fdseg.training.phases import Phase
+from fdseg.training.progress import epoch_line, outcome_lines
 from fdseg.training.run import train_run
 
 Tiny = Callable[..., ExperimentConfig]
@@ -35,8 +37,8 @@ def test_train_prints_summary_epoch_lines_and_outcome(
         r"^phase 2: 1 epoch x 3 steps, L_fd on \(schedule λ\) -> checkpoints/best\.ckpt$", out, re.M
     )
     line = r"train loss \d\.\d{4}, val Dice \d\.\d{4}, λ LAM, \d+\.\d s$"
-    assert re.search(r"^phase 1 epoch 1/1 \(run epoch 1/2\): " + line.replace("LAM", "0–0"), out, re.M), out
-    assert re.search(r"^phase 2 epoch 1/1 \(run epoch 2/2\): " + line.replace("LAM", "0.01–0.01"), out, re.M)
+    assert re.search(r"^phase 1 epoch 1/1 \(run epoch 1/2\): " + line.replace("LAM", "0"), out, re.M), out
+    assert re.search(r"^phase 2 epoch 1/1 \(run epoch 2/2\): " + line.replace("LAM", "0.01"), out, re.M)
     summary = re.escape(str(run / "test" / "summary.json"))
     assert re.search(rf"^test Dice \d\.\d{{4}} \(n = 3, best checkpoint\): {summary}$", out, re.M), out
     # the best epoch named is phase 2's best row of history.csv (best.ckpt holds phase 2's best)
@@ -96,3 +98,14 @@ def test_a_run_that_learnt_nothing_ends_with_warnings(tmp_path: Path) -> None:
         "warning: every test prediction is all foreground (3 images): the model marks every pixel, so IoU "
         "is the foreground fraction f (Dice 2f/(1+f))"
     ) in outcome_lines(run)
+
+
+def test_epoch_line_gives_the_lambda_range_over_layers() -> None:
+    phase = Phase(2, 3, 4, False, "best.ckpt")
+    stats = {"train_loss": 0.5, "val_dice": math.nan, "lambda/enc1": 0.002, "lambda/dec1": 0.0005}
+    assert epoch_line(phase, 1, 7, stats, 2.25) == (
+        "phase 2 epoch 2/3 (run epoch 6/7): train loss 0.5000, val Dice -, λ 0.0005–0.002, 2.2 s"
+    )
+    same = {**stats, "lambda/dec1": 0.002}
+    assert "λ 0.002, " in epoch_line(phase, 1, 7, same, 1.0)
+    assert "λ -, " in epoch_line(phase, 1, 7, {"train_loss": 0.5}, 1.0)

@@ -74,9 +74,11 @@ def _budget(phase: Phase, steps_per_epoch: int) -> str:
 def epoch_line(
     phase: Phase, epoch_in_phase: int, total_epochs: int, stats: Mapping[str, float], seconds: float
 ) -> str:
-    """``phase P epoch e/E (run epoch g/G): train loss …, val Dice …, λ a–b, t s``."""
+    """``phase P epoch e/E (run epoch g/G): train loss …, val Dice …, λ a–b, t s`` (``λ a`` when every layer
+    has the same λ, ``λ -`` without L_fd)."""
     lambdas = [v for k, v in stats.items() if k.startswith("lambda/")]
-    lam = f"λ {min(lambdas):g}–{max(lambdas):g}" if lambdas else "λ -"
+    low, high = (min(lambdas), max(lambdas)) if lambdas else (math.nan, math.nan)
+    lam = "λ -" if not lambdas else f"λ {low:g}" if low == high else f"λ {low:g}–{high:g}"
     global_epoch = phase.epoch_offset + epoch_in_phase
     return (
         f"phase {phase.index} epoch {epoch_in_phase + 1}/{phase.epochs} (run epoch {global_epoch + 1}/"
