@@ -131,7 +131,7 @@ def make_trainer(
             default_root_dir=str(root),
         )
     # Deterministic algorithms do not need uninitialised memory filled with NaN (PyTorch's default with
-    # them, a debugging aid that costs ~5% of a step at 512² on the CPU; bench/epoch_cost.py)
+    # them, a debugging aid that costs ~5% of a step at 512² on the CPU; bench/deterministic_cost.py)
     torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     return trainer
 
@@ -443,8 +443,8 @@ def _train_phase(
         # a checkpoint of another architecture is a one-line error here, not a traceback from Lightning
         with _resume_hint():
             load_model_weights(model, last_path)
-    if echo is not None and notice is not None:
-        echo(notice)
+        if echo is not None and notice is not None:
+            echo(notice)
     elif phase.index == 2:
         # weights of phase 1's best epoch; λ strategy, loss generators, data stream and RNGs as phase 1
         # left them in last.ckpt (read from disk on every path, so a rerun starts phase 2 identically)

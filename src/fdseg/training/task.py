@@ -265,11 +265,14 @@ class SegmentationTask(pl.LightningModule):
         return 1 if self.device.type == "cpu" else FINITE_CHECK_EVERY
 
     def _check_finite(self, total: Tensor, terms: Mapping[str, Tensor], batch: Mapping[str, Any]) -> None:
-        self._record_finite(total, terms)
         every = self.finite_check_every
-        if every == 1:  # on the CPU: now, and the offending batch can be diagnosed
-            self.flush_finite_check(batch)
-        elif self._steps % every == every - 1:
+        if every == 1:  # on the CPU a check is free: record only a bad step, and diagnose its batch at once
+            if not bool(torch.isfinite(total).all()):
+                self._record_finite(total, terms)
+                self.flush_finite_check(batch)
+            return
+        self._record_finite(total, terms)
+        if self._steps % every == every - 1:
             self.flush_finite_check()
 
     def _record_finite(self, total: Tensor, terms: Mapping[str, Tensor]) -> None:
