@@ -19,15 +19,28 @@ What is evaluated, and where the results go (``<run>/<folder>/{per_sample.csv,su
   of every image, each view one row with a ``view`` column → suffix ``_views`` (e.g. ``test_views``).
 - ``at="native"``: each image at its native size: resized to the training size as in training, segmented,
   the *probabilities* resized back bilinearly and thresholded, metrics counted against the native mask
-  → suffix ``_native``. ``at="training"`` (default) counts on the cached images of the training size.
+  → suffix ``_native`` (before ``_views``). ``at="training"`` (default) counts on the cached images of the
+  training size.
+- ``checkpoint`` other than ``best`` → suffix ``_<checkpoint>`` (last, e.g. ``test_last``), so that the
+  run's own ``test/`` always holds the best checkpoint's scores.
 
-A run trained on tiles (``data.preprocess: tile``) is always evaluated per *image* at native resolution:
-each image is segmented with a sliding window of ``data.image_size``² (:func:`sliding_window_logits`:
-overlap 0.25, Gaussian blending), metrics are counted on the whole image, ``fd/<layer>`` is the mean (over
-the image's tiles that have both foreground and background at that layer) of the per-tile L_fd, and
-``soft_batch_dice`` is averaged over images (batches of one image). The summary's ``mode`` says which
-evaluation ran (``resize``: per cached resized image; ``native``: resized for the network, scored at native
-size; ``sliding``: per native image).
+A run trained on tiles (``data.preprocess: tile``) is always evaluated per *image* at native resolution
+(no ``_native`` suffix): each image is segmented with a sliding window of ``data.image_size``²
+(:func:`sliding_window_logits`: overlap 0.25, Gaussian blending), metrics are counted on the whole image,
+``fd/<layer>`` is the mean (over the image's tiles that have both foreground and background at that layer)
+of the per-tile L_fd, and ``soft_batch_dice`` is averaged over images (batches of one image). The summary's
+``mode`` says which evaluation ran (``resize``: per cached resized image; ``native``: resized for the
+network, scored at native size; ``sliding``: per native image).
+
+A multi-class run (``model.head`` = ``binary_per_class`` | ``softmax``) is scored on its own split at
+training size, and ``per_sample.csv`` is in **long form**: one row per image and class (background included
+as class 0) with ``class`` and ``label`` columns, ``absent`` beside ``empty_gt``, and the per-image,
+per-class L_fd (NaN for the background and where the class is absent at that layer's scale). A class absent
+from both the ground truth and the prediction of an image has no Dice there (NaN, counted in ``absent``,
+left out of the class mean); predicted but absent from the ground truth scores 0
+(:mod:`fdseg.metrics.multiclass`). ``summary.json`` gives per-class means, the macro average over the
+foreground classes (``mean.dice`` is that macro Dice, so that tables reading ``mean`` work unchanged), the
+policy and the ``binary_per_class`` aggregation rule.
 
 An evaluation on fewer than :data:`MIN_IMAGES` images, or whose images all come from one patient/slide
 group, logs a warning and records it under ``warnings`` in the summary.
@@ -39,12 +52,12 @@ group, logs a warning and records it under ``warnings`` in the summary.
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
 import json
 import logging
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
@@ -65,12 +78,19 @@ from fdseg.data.cache import resize_mask
 from fdseg.data.formats._io import image_size
 from fdseg.data.open import open_dataset
 from fdseg.data.splits import load_splits
-from fdseg.metrics import METRIC_KEYS, confusion_counts, metrics_from_counts, soft_batch_dice
+from fdseg.metrics import (
+    AGGREGATION,
+    DEFAULT_CLASS_EMPTY_POLICY,
+    METRIC_KEYS,
+    confusion_counts,
+    metrics_from_counts,
+    soft_batch_dice,
+    summarize_per_class,
+)
 from fdseg.metrics.multiclass import per_class_metrics
 from fdseg.models import FeatureTap
 from fdseg.training.build import build_fd_loss, build_model, tap_layers
 from fdseg.training.data import RunData, build_run_data, cache_dataset
-from fdseg.training.evaluate_multiclass import summarize_rows
 from fdseg.training.heads import MulticlassHead, build_head
 from fdseg.training.rundir import Runtime, load_model_weights, read_config, write_json
 
@@ -176,30 +196,6 @@ def _holds_other(folder: Path, spec: str) -> bool:
     return other is not None and other != spec
 
 
-def evaluation_dir(
-    run_dir: str | Path,
-    *,
-    split: str = "test",
-    views: str = "none",
-    at: str = "training",
-    external: str | None = None,
-    tiled: bool = False,
-    checkpoint: str = "best",
-) -> Path:
-    """The folder :func:`evaluate_run` writes to: ``<run_dir>/<split>``, or ``<run_dir>/external/<external>``
-    for an external dataset's folder name, then ``_native`` for ``at="native"`` (not for a ``tiled`` run,
-    always scored at native size), ``_views`` for ``views`` other than ``none`` and ``_<checkpoint>`` for a
-    checkpoint other than ``best`` (so the run's own ``test/`` always holds the best checkpoint's scores)."""
-    name = f"external/{external}" if external is not None else split
-    if at == "native" and not tiled:
-        name += "_native"
-    if views != "none":
-        name += "_views"
-    if checkpoint != "best":
-        name += f"_{checkpoint}"
-    return Path(run_dir) / name
-
-
 # -- evaluation --------------------------------------------------------------------------------------------
 
 
@@ -214,8 +210,8 @@ def evaluate_run(
     at: str = "training",
     dataset: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one checkpoint of a run per image; write ``per_sample.csv`` and ``summary.json`` to
-    :func:`evaluation_dir` (see the module docstring).
+    """Evaluate one checkpoint of a run per image; write ``per_sample.csv`` and ``summary.json`` to the
+    folder the module docstring describes (``<run_dir>/test`` by default).
 
     Args:
         run_dir: a trained run directory.
@@ -232,9 +228,10 @@ def evaluate_run(
         The summary: ``{"split", "checkpoint", "data", "views", "view_names", "at", "mode", "n",
         "n_images", "n_groups", "warnings", "mean": {metric: value}, "per_view": {view: {...}},
         "per_source", "empty_gt", "empty_policy", "threshold", "soft_batch_dice", "fd_mean": {layer: value},
-        "dir"}``; ``n`` counts rows (images × views). A multi-class run's summary is
-        :func:`~fdseg.training.evaluate_multiclass.summarize_rows` with ``split``, ``checkpoint``, ``mode``,
-        ``at``, ``data`` and ``dir``.
+        "dir"}``; ``n`` counts rows (images × views). A multi-class run's summary is ``{"per_class": {class:
+        {"n", "absent", metric: mean}}, "mean": {metric: macro mean over the foreground classes},
+        "macro_with_background", "fd_mean", "n" (images), "head", "classes", "aggregation", "threshold",
+        "empty_policy", "split", "checkpoint", "mode", "at", "data", "dir"}``.
 
     Raises:
         FileNotFoundError: no such run, checkpoint or dataset folder.
@@ -257,40 +254,37 @@ def evaluate_run(
             f"a multi-class run ({run_dir}, model.head = {cfg.model.head}) is evaluated on its own split at "
             "training size only (no --views, --at native or external dataset)"
         )
-    external: str | None = None
+    folder = split
     if dataset is not None:
-        data, external = _external_data(cfg, run_dir, dataset, native=at == "native")
+        data, name = _external_data(cfg, run_dir, dataset, native=at == "native")
+        folder = f"external/{name}"
     data = data or build_run_data(cfg, run_dir)
-    view_names = VIEW_SETS[views]
     layers = tap_layers(cfg, model)
     probe: Any = build_fd_loss(cfg, layers).to(device)  # unweighted: λ = 1 per layer
-    soft: dict[str, list[float]] = {view: [] for view in view_names}
+    soft: dict[str, list[float]] = {view: [] for view in VIEW_SETS[views]}
     native = head is None and (data.tiled or at == "native")  # whole images at native size
     with FeatureTap(model, layers) as feats, torch.no_grad():
-        rows: list[dict[str, Any]] = []
-        if data.tiled or not native:  # a tiled run's L_fd is averaged over the tile rows
-            rows = _batched_rows(model, feats, probe, data, split, view_names, soft, cfg, device, head)
+        scorer = _Scorer(model, feats, probe, data, split, VIEW_SETS[views], cfg, device, soft)
+        rows = scorer.batched_rows(head) if data.tiled or not native else []  # a tiled run's L_fd per tile
         if native:
-            rows = _image_rows(model, feats, probe, data, split, view_names, soft, cfg, device, rows)
+            rows = scorer.image_rows(rows)
     if not rows:
         raise ValueError(f"{run_dir}: the {split} split is empty")
     spec = data.base.raw.spec
-    folder = functools.partial(
-        evaluation_dir, run_dir, split=split, views=views, at=at, tiled=data.tiled, checkpoint=checkpoint
-    )
-    out_dir = folder(external=external)
-    if external is not None and _holds_other(out_dir, spec):  # same folder name, another dataset
-        external = f"{external}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
-        out_dir = folder(external=external)
+    suffix = ("_native" if at == "native" and not data.tiled else "") + ("_views" if views != "none" else "")
+    suffix += f"_{checkpoint}" if checkpoint != "best" else ""
+    out_dir = run_dir / f"{folder}{suffix}"
+    if dataset is not None and _holds_other(out_dir, spec):  # same folder name, another dataset
+        out_dir = run_dir / f"{folder}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}{suffix}"
     columns = [k for k in rows[0] if k != "view" or views != "none"]
     with atomic_path(out_dir / "per_sample.csv") as tmp, tmp.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     if head is None:
-        summary = _summarise(rows, split=split, checkpoint=checkpoint, soft=soft, views=views)
+        summary = {"split": split, "checkpoint": checkpoint, **_summarise(rows, soft, views)}
     else:
-        summary = {**summarize_rows(rows, head), "split": split, "checkpoint": checkpoint}
+        summary = {**_class_summary(rows, head), "split": split, "checkpoint": checkpoint}
     summary["mode"] = "sliding" if native and data.tiled else ("native" if native else "resize")
     summary["at"] = "native" if native else at
     summary["data"] = spec if dataset is not None else cfg.data.base
@@ -343,98 +337,90 @@ def _row(
     return row
 
 
-def _batched_rows(
-    model: nn.Module,
-    feats: dict[str, torch.Tensor],
-    probe: Any,
-    data: RunData,
-    split: str,
-    views: Sequence[str],
-    soft: dict[str, list[float]],
-    cfg: Any,
-    device: torch.device,
-    head: MulticlassHead | None,
-) -> list[dict[str, Any]]:
-    """Rows of the cached items (training-size images, or tiles) of a split under every view: one per item,
-    or with a multi-class ``head`` one per item and class (background first, no L_fd: NaN)."""
-    classes = () if head is None else ("background", *head.class_names)
-    labels = [{"class": name, "label": c} for c, name in enumerate(classes)] or [{}]
-    rows: list[dict[str, Any]] = []
-    for batch in data.eval_loader(split, cfg.train.eval_batch_size):
-        sources = batch.get("source")
-        for view in views:
-            image = view_array(batch["image"], view).to(device)
-            mask = view_array(batch["mask"], view).to(device)
-            logits = model(image).float()
-            features = {k: v.float() for k, v in feats.items()}
-            if head is None:
-                counts, metrics = _scores(logits, mask)
-                fd = probe.per_image(features, mask)  # layer -> (B,), NaN where no fg or no bg
-            else:
-                counts = head.counts(logits, mask)
-                metrics = per_class_metrics(counts)
-                fd = probe.per_image_class(features, mask)  # layer -> (B, K), NaN where a class is absent
-                fd = {k: F.pad(v, (1, 0), value=np.nan) for k, v in fd.items()}  # none for the background
-            for b, sample_id in enumerate(batch["id"]):
-                source = int(sources[b]) if sources is not None else 0
-                for c, label in enumerate(labels):
-                    row = _row(counts, metrics, fd, b, c)
-                    rows.append({"id": sample_id, "view": view, "source": source, **label, **row})
-            if head is None and not data.tiled:
-                soft[view].append(float(soft_batch_dice(torch.sigmoid(logits), mask)))
-    return rows
+@dataclass
+class _Scorer:
+    """The rows of one evaluation: the network (eval mode) with its tapped features, the unweighted L_fd
+    ``probe``, the data and split, and the soft batch Dice of each view (``soft``, appended to)."""
 
+    model: nn.Module
+    feats: dict[str, torch.Tensor]
+    probe: Any
+    data: RunData
+    split: str
+    views: Sequence[str]
+    cfg: Any
+    device: torch.device
+    soft: dict[str, list[float]]
 
-def _image_rows(
-    model: nn.Module,
-    feats: dict[str, torch.Tensor],
-    probe: Any,
-    data: RunData,
-    split: str,
-    views: Sequence[str],
-    soft: dict[str, list[float]],
-    cfg: Any,
-    device: torch.device,
-    tile_rows: list[dict[str, Any]],
-) -> list[dict[str, Any]]:
-    """Rows of whole images at native size under every view, one image per forward pass.
+    def batched_rows(self, head: MulticlassHead | None) -> list[dict[str, Any]]:
+        """Rows of the cached items (training-size images, or tiles) of the split under every view: one per
+        item, or with a multi-class ``head`` one per item and class (background first, no L_fd: NaN)."""
+        classes = () if head is None else ("background", *head.class_names)
+        labels = [{"class": name, "label": c} for c, name in enumerate(classes)] or [{}]
+        rows: list[dict[str, Any]] = []
+        for batch in self.data.eval_loader(self.split, self.cfg.train.eval_batch_size):
+            sources = batch.get("source")
+            for view in self.views:
+                image = view_array(batch["image"], view).to(self.device)
+                mask = view_array(batch["mask"], view).to(self.device)
+                logits = self.model(image).float()
+                features = {k: v.float() for k, v in self.feats.items()}
+                if head is None:
+                    counts, metrics = _scores(logits, mask)
+                    fd = self.probe.per_image(features, mask)  # layer -> (B,), NaN where no fg or no bg
+                else:
+                    counts = head.counts(logits, mask)
+                    metrics = per_class_metrics(counts)
+                    fd = self.probe.per_image_class(features, mask)  # layer -> (B, K), NaN: class absent
+                    fd = {k: F.pad(v, (1, 0), value=np.nan) for k, v in fd.items()}  # none for the background
+                for b, sample_id in enumerate(batch["id"]):
+                    source = int(sources[b]) if sources is not None else 0
+                    for c, label in enumerate(labels):
+                        row = _row(counts, metrics, fd, b, c)
+                        rows.append({"id": sample_id, "view": view, "source": source, **label, **row})
+                if head is None and not self.data.tiled:
+                    self.soft[view].append(float(soft_batch_dice(torch.sigmoid(logits), mask)))
+        return rows
 
-    A resize run: the network sees the image resized as the cache does, L_fd is measured there against the
-    mask resized as the cache does, and the probabilities are resized bilinearly to the native size and
-    thresholded there. A tiled run: the image is segmented by sliding window, and its L_fd is the mean of
-    ``tile_rows`` (the image's tiles under the same view).
-    """
-    size, cached = cfg.data.image_size, data.base
-    fd_keys = [k for k in tile_rows[0] if k.startswith("fd/")] if tile_rows else []
-    tiles_of: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for tile in tile_rows:
-        tiles_of.setdefault((str(tile["id"]).rpartition("@")[0], str(tile["view"])), []).append(tile)
-    rows: list[dict[str, Any]] = []
-    for image_id, native_image, native_mask in _native_images(data, split):
-        for view in views:
-            image, mask = view_array(native_image, view), view_array(native_mask, view)
-            target = _batch(mask).to(device)
-            row: dict[str, Any] = {"id": image_id, "view": view, "source": 0}
-            if data.tiled:
-                x = _batch(image).to(device)
-                logits = sliding_window_logits(model, x, roi=size, sw_batch_size=cfg.train.eval_batch_size)
-                probs = torch.sigmoid(logits)
-                tiles = tiles_of.get((image_id, view), [])
-                row["tiles"] = len(tiles)
-                row.update(_row(*_scores(logits, target), {}, 0, 0))
-                for key in fd_keys:  # NaN, as in a resize run, where no tile had fg and bg at that layer
-                    mean = _nanmean(float(t[key]) for t in tiles)
-                    row[key] = float("nan") if mean is None else mean
-            else:
-                small = resize_to(image, (size, size), mode=cached.image_resize)
-                small_mask = _batch(resize_mask(mask, (size, size), mode=cached.mask_resize)).to(device)
-                logits = model(_batch(small).to(device)).float()
-                fd = probe.per_image({k: v.float() for k, v in feats.items()}, small_mask)
-                probs = resize_probabilities(torch.sigmoid(logits), mask.shape)
-                row.update(_row(*_scores(probs, target, from_logits=False), fd, 0, 0))
-            soft[view].append(float(soft_batch_dice(probs, target)))
-            rows.append(row)
-    return rows
+    def image_rows(self, tile_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rows of whole images at native size under every view, one image per forward pass.
+
+        A resize run: the network sees the image resized as the cache does, L_fd is measured there against
+        the mask resized as the cache does, and the probabilities are resized bilinearly to the native size
+        and thresholded there. A tiled run: the image is segmented by sliding window, and its L_fd is the
+        mean of ``tile_rows`` (the image's tiles under the same view).
+        """
+        size, cached, device = self.cfg.data.image_size, self.data.base, self.device
+        fd_keys = [k for k in tile_rows[0] if k.startswith("fd/")] if tile_rows else []
+        tiles_of: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for tile in tile_rows:
+            tiles_of.setdefault((str(tile["id"]).rpartition("@")[0], str(tile["view"])), []).append(tile)
+        rows: list[dict[str, Any]] = []
+        for image_id, native_image, native_mask in _native_images(self.data, self.split):
+            for view in self.views:
+                image, mask = view_array(native_image, view), view_array(native_mask, view)
+                target = _batch(mask).to(device)
+                row: dict[str, Any] = {"id": image_id, "view": view, "source": 0}
+                if self.data.tiled:
+                    x, batch_size = _batch(image).to(device), self.cfg.train.eval_batch_size
+                    logits = sliding_window_logits(self.model, x, roi=size, sw_batch_size=batch_size)
+                    probs = torch.sigmoid(logits)
+                    tiles = tiles_of.get((image_id, view), [])
+                    row["tiles"] = len(tiles)
+                    row.update(_row(*_scores(logits, target), {}, 0, 0))
+                    for key in fd_keys:  # NaN, as in a resize run, where no tile had fg and bg at that layer
+                        mean = _nanmean(float(t[key]) for t in tiles)
+                        row[key] = float("nan") if mean is None else mean
+                else:
+                    small = resize_to(image, (size, size), mode=cached.image_resize)
+                    small_mask = _batch(resize_mask(mask, (size, size), mode=cached.mask_resize)).to(device)
+                    logits = self.model(_batch(small).to(device)).float()
+                    fd = self.probe.per_image({k: v.float() for k, v in self.feats.items()}, small_mask)
+                    probs = resize_probabilities(torch.sigmoid(logits), mask.shape)
+                    row.update(_row(*_scores(probs, target, from_logits=False), fd, 0, 0))
+                self.soft[view].append(float(soft_batch_dice(probs, target)))
+                rows.append(row)
+        return rows
 
 
 def _native_images(data: RunData, split: str) -> Iterable[tuple[str, np.ndarray, np.ndarray]]:
@@ -457,58 +443,76 @@ def _batch(array: np.ndarray) -> torch.Tensor:
 
 
 def _nanmean(values: Iterable[float]) -> float | None:
+    """The mean of the values that are not NaN (``None`` when there are none)."""
     arr = np.asarray(list(values), dtype=float)
     arr = arr[~np.isnan(arr)]
     return float(arr.mean()) if arr.size else None
 
 
-def _means(rows: Sequence[dict[str, Any]], fd_keys: Sequence[str]) -> dict[str, Any]:
-    return {
-        "mean": {k: _nanmean(r[k] for r in rows) for k in METRIC_KEYS},
-        "fd_mean": {k[3:]: _nanmean(r[k] for r in rows) for k in fd_keys},
-    }
-
-
-def _summarise(
-    rows: list[dict[str, Any]],
-    *,
-    split: str,
-    checkpoint: str,
-    soft: dict[str, list[float]],
-    views: str,
-) -> dict[str, Any]:
+def _summarise(rows: list[dict[str, Any]], soft: dict[str, list[float]], views: str) -> dict[str, Any]:
+    """The scores of binary rows: NaN-aware means over all rows, per source and (views other than ``none``)
+    per view, the empty-ground-truth count and policy, and the soft batch Dice."""
     fd_keys = [k for k in rows[0] if k.startswith("fd/")]
+
+    def means(sub: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "mean": {k: _nanmean(r[k] for r in sub) for k in METRIC_KEYS},
+            "fd_mean": {k[3:]: _nanmean(r[k] for r in sub) for k in fd_keys},
+        }
+
     per_source: dict[str, Any] = {}
     for source in sorted({r["source"] for r in rows}):
         sub = [r for r in rows if r["source"] == source]
         per_source[str(source)] = {"n": len(sub), "dice": _nanmean(r["dice"] for r in sub)}
-    all_soft = [v for values in soft.values() for v in values]
     summary: dict[str, Any] = {
-        "split": split,
-        "checkpoint": checkpoint,
         "views": views,
         "view_names": list(VIEW_SETS[views]),
         "n": len(rows),
         "threshold": 0.5,
-        **_means(rows, fd_keys),
+        **means(rows),
         "per_source": per_source,
         "empty_gt": sum(bool(r["empty_gt"]) for r in rows),
         "empty_policy": f"{EMPTY_POLICY}: Dice = IoU = 1 when the ground truth and the prediction are "
         "both empty, else 0; sensitivity is undefined (NaN) on an empty ground truth and left out of "
         "its mean",
-        "soft_batch_dice": float(np.mean(all_soft)) if all_soft else None,
+        "soft_batch_dice": _nanmean(v for values in soft.values() for v in values),
     }
     if views != "none":
-        per_view: dict[str, Any] = {}
-        for view in VIEW_SETS[views]:
-            sub = [r for r in rows if r["view"] == view]
-            per_view[view] = {
-                "n": len(sub),
-                **_means(sub, fd_keys),
-                "soft_batch_dice": float(np.mean(soft[view])) if soft[view] else None,
-            }
-        summary["per_view"] = per_view
+        by_view = {view: [r for r in rows if r["view"] == view] for view in VIEW_SETS[views]}
+        summary["per_view"] = {
+            view: {"n": len(sub), **means(sub), "soft_batch_dice": _nanmean(soft[view])}
+            for view, sub in by_view.items()
+        }
     return summary
+
+
+def _class_summary(rows: list[dict[str, Any]], head: MulticlassHead) -> dict[str, Any]:
+    """Per-class means, macro averages, policy and aggregation rule of long-form rows (each image's K + 1
+    rows in a block, background first; ``n`` counts images)."""
+    names = ["background", *head.class_names]
+    absent = np.asarray([bool(r["absent"]) for r in rows]).reshape(-1, len(names))
+    out: dict[str, Any] = {"per_class": {}, "mean": {}, "macro_with_background": {}}
+    for metric in METRIC_KEYS:
+        values = np.asarray([float(r[metric]) for r in rows]).reshape(-1, len(names))
+        summary = summarize_per_class(values, names, absent=absent)
+        for name, entry in summary["per_class"].items():
+            per_class = out["per_class"].setdefault(name, {"n": entry["n"], "absent": entry["absent"]})
+            per_class[metric] = entry["mean"]
+        out["mean"][metric] = summary["macro"]
+        out["macro_with_background"][metric] = summary["macro_with_background"]
+    return {
+        **out,
+        "fd_mean": {k[3:]: _nanmean(r[k] for r in rows) for k in rows[0] if k.startswith("fd/")},
+        "n": len(rows) // len(names),
+        "head": head.head,
+        "classes": names,
+        "aggregation": AGGREGATION if head.head == "binary_per_class" else "argmax over K + 1 softmax logits",
+        "threshold": head.threshold,
+        "empty_policy": f"{DEFAULT_CLASS_EMPTY_POLICY} per class: a class absent from both the ground truth "
+        "and the prediction of an image has no Dice there (counted as absent, left out of the class mean); "
+        "predicted but absent from the ground truth scores 0. mean = macro average over the foreground "
+        "classes that have a value.",
+    }
 
 
 # -- prediction --------------------------------------------------------------------------------------------
