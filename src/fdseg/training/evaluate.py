@@ -19,10 +19,9 @@ What is evaluated, and where the results go (``<run>/<folder>/{per_sample.csv,su
   of every image, each view one row with a ``view`` column → suffix ``_views`` (e.g. ``test_views``).
 - ``at="native"``: each image at its native size: resized to the training size as in training, segmented,
   the *probabilities* resized back bilinearly and thresholded, metrics counted against the native mask
-  → suffix ``_native`` (before ``_views``). ``at="training"`` (default) counts on the cached images of the
-  training size.
-- ``checkpoint`` other than ``best`` → suffix ``_<checkpoint>`` (last, e.g. ``test_last``), so that the
-  run's own ``test/`` always holds the best checkpoint's scores.
+  → suffix ``_native``. ``at="training"`` (default) counts on the cached images of the training size.
+- ``checkpoint`` other than ``best`` → suffix ``_<checkpoint>`` (e.g. ``test_native_views_last``: the
+  suffixes come in this order), so that the run's own ``test/`` always holds the best checkpoint's scores.
 
 A run trained on tiles (``data.preprocess: tile``) is always evaluated per *image* at native resolution
 (no ``_native`` suffix): each image is segmented with a sliding window of ``data.image_size``²
@@ -265,7 +264,7 @@ def evaluate_run(
     native = head is None and (data.tiled or at == "native")  # whole images at native size
     with FeatureTap(model, layers) as feats, torch.no_grad():
         scorer = _Scorer(model, feats, probe, data, split, VIEW_SETS[views], cfg, device, soft)
-        rows = scorer.batched_rows(head) if data.tiled or not native else []  # a tiled run's L_fd per tile
+        rows = scorer.batched_rows(head) if data.tiled or not native else []  # tiles: L_fd averaged per image
         if native:
             rows = scorer.image_rows(rows)
     if not rows:
