@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import random
 import signal
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -123,7 +124,7 @@ def make_trainer(
             logger=make_logger(cfg.train.logger, root, cfg.name, phase.index),
             plugins=[AtomicCheckpointIO()],
             enable_checkpointing=True,
-            enable_progress_bar=cfg.train.progress_bar,
+            enable_progress_bar=_progress_bar(cfg.train.progress_bar),
             enable_model_summary=False,
             num_sanity_val_steps=0,
             log_every_n_steps=cfg.train.log_every_n_steps,
@@ -134,6 +135,13 @@ def make_trainer(
     # them, a debugging aid that costs ~5% of a step at 512² on the CPU; bench/deterministic_cost.py)
     torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     return trainer
+
+
+def _progress_bar(setting: bool | None) -> bool:
+    """``train.progress_bar``; ``None``: on when standard output is a terminal (not a log file or pipe)."""
+    if setting is not None:
+        return setting
+    return bool(getattr(sys.stdout, "isatty", lambda: False)())
 
 
 def world_size(cfg: ExperimentConfig, runtime: Runtime) -> int:
