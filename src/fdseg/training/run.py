@@ -88,7 +88,16 @@ __all__ = [
 
 # -- training -----------------------------------------------------------------------------------------------
 def resolved_precision(cfg: ExperimentConfig, runtime: Runtime) -> str:
-    """``train.precision`` with ``auto`` resolved: bf16-mixed on CUDA, 32-true elsewhere."""
+    """``train.precision`` with ``auto`` resolved: bf16-mixed on CUDA, 32-true elsewhere.
+
+    Raises:
+        ValueError: ``16-mixed`` off CUDA (Lightning would silently train in bf16 instead).
+    """
+    if cfg.train.precision == "16-mixed" and not runtime.cuda:
+        raise ValueError(
+            f"train.precision='16-mixed' needs a CUDA GPU (fp16 autocast); on {runtime.accelerator} use "
+            "bf16-mixed or 32-true"
+        )
     if cfg.train.precision != "auto":
         return cfg.train.precision
     return "bf16-mixed" if runtime.cuda else "32-true"
@@ -333,6 +342,7 @@ def train_run(
             check_run_config(run_dir, cfg)
             preflight(cfg)
             world = world_size(cfg, runtime)
+            resolved_precision(cfg, runtime)  # refuses what the device cannot do, before anything is written
             data = build_run_data(cfg, run_dir, write_split=False)
             rank_zero = is_global_zero()
             if rank_zero:
