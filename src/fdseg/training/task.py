@@ -79,7 +79,6 @@ class SegmentationTask(pl.LightningModule):
         phase: 1 or 2, recorded in every history row and checkpoint.
         channels_last: convert the model and images to channels-last memory format (CUDA default).
         fused_adamw: use the fused AdamW kernel (CUDA default).
-        threshold: probability threshold for the validation Dice.
         head: a multi-class head (:class:`fdseg.training.heads.MulticlassHead`): masks are class maps and the
             validation Dice is its per-image macro Dice; ``None`` for binary segmentation.
         aux_losses: auxiliary baseline losses (:mod:`fdseg.losses.baselines`) called like the L_fd modules;
@@ -104,7 +103,6 @@ class SegmentationTask(pl.LightningModule):
         phase: int = 1,
         channels_last: bool = False,
         fused_adamw: bool = False,
-        threshold: float = 0.5,
         head: Any = None,
         aux_losses: Sequence[nn.Module] = (),
         aux_weight: float = 0.0,
@@ -131,7 +129,6 @@ class SegmentationTask(pl.LightningModule):
         self.phase = phase
         self.channels_last = channels_last
         self.fused_adamw = fused_adamw
-        self.threshold = threshold
         self.head = head
         self.lambdas: dict[str, float] = {}
         # the epoch's training terms, summed on the device: the terms every step has, stacked in one tensor
@@ -347,7 +344,7 @@ class SegmentationTask(pl.LightningModule):
         return f"first non-finite in layer {self._layer_of(first[0])} (output of module {first[0]})"
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        """Accumulate L_seg and the per-image hard Dice (p > threshold; empty GT and prediction → 1)."""
+        """Accumulate L_seg and the per-image hard Dice (p > 0.5; empty GT and prediction → 1)."""
         mask: Tensor = batch["mask"]
         logits = self.model(self._images(batch)).float()
         if batch_idx == 0 and not bool(torch.isfinite(logits).all()):
@@ -356,7 +353,7 @@ class SegmentationTask(pl.LightningModule):
         if self.head is not None:
             dice = self.head.dice(logits, mask)
         else:
-            dice = segmentation_metrics(logits, mask, threshold=self.threshold)["dice"][:, 0].float()
+            dice = segmentation_metrics(logits, mask)["dice"][:, 0].float()
         self.val_dice.update(dice)
         self.val_loss.update(self.seg_loss(logits, mask).detach())
 
