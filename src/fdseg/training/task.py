@@ -31,9 +31,6 @@ from torchmetrics import MeanMetric
 from fdseg.metrics import segmentation_metrics
 from fdseg.training.config import OptimConfig
 
-#: Steps between host-side loss checks on an accelerator (see ``SegmentationTask.finite_check_every``).
-FINITE_CHECK_EVERY = 50
-
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or ±inf; the message names the step and the offending terms."""
@@ -252,7 +249,7 @@ class SegmentationTask(pl.LightningModule):
         Between checks a device-side record keeps the first non-finite step and its term values, so the
         error still names that step and term; the weights' diagnosis then replaces the batch's.
         """
-        return 1 if self.device.type == "cpu" else FINITE_CHECK_EVERY
+        return 1 if self.device.type == "cpu" else 50
 
     def _check_finite(self, total: Tensor, terms: Mapping[str, Tensor], batch: Mapping[str, Any]) -> None:
         every = self.finite_check_every
