@@ -107,10 +107,6 @@ class EpochRecord(Checkpoint):
         self.total_epochs = total_epochs
         self._started = time.perf_counter()
 
-    @property
-    def state_key(self) -> str:
-        return f"EpochRecord[phase={self.phase.index}]"
-
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.perf_counter()
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import lightning.pytorch as pl
@@ -323,14 +324,11 @@ class SegmentationTask(pl.LightningModule):
             return "no weight is non-finite"
         first: list[str] = []
 
-        def hook(name: str) -> Any:
-            def record(_module: nn.Module, _inputs: Any, output: Any) -> None:
-                if not first and isinstance(output, Tensor) and not bool(torch.isfinite(output).all()):
-                    first.append(name)
+        def record(name: str, _module: nn.Module, _inputs: Any, output: Any) -> None:
+            if not first and isinstance(output, Tensor) and not bool(torch.isfinite(output).all()):
+                first.append(name)
 
-            return record
-
-        handles = [m.register_forward_hook(hook(n)) for n, m in self.model.named_modules() if n]
+        handles = [m.register_forward_hook(partial(record, n)) for n, m in self.model.named_modules() if n]
         try:
             self.model(self._images(batch))
         finally:
