@@ -39,7 +39,8 @@ class HistoryWriter:
     """Accumulates epoch rows and keeps ``path`` up to date.
 
     Args:
-        path: ``<run>/history.csv``; existing rows are read back (resumed runs append to them).
+        path: ``<run>/history.csv``; existing rows are read back (resumed runs append to them). Their
+            values stay the file's text, which the rewrite reproduces (a float is written as its ``repr``).
     """
 
     def __init__(self, path: Path) -> None:
@@ -47,8 +48,7 @@ class HistoryWriter:
         self.rows: list[dict[str, Any]] = []
         if path.is_file():
             with path.open(newline="", encoding="utf-8") as fh:
-                for raw in csv.DictReader(fh):
-                    self.rows.append({k: _parse(v) for k, v in raw.items() if v != ""})
+                self.rows = [{k: v for k, v in raw.items() if v != ""} for raw in csv.DictReader(fh)]
 
     def truncate_after(self, epoch: int) -> None:
         """Drop rows of epochs after ``epoch`` (rows written after the checkpoint a run resumes from)."""
@@ -74,8 +74,7 @@ class HistoryWriter:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n")
         writer.writeheader()
-        for row in self.rows:
-            writer.writerow({k: _fmt(v) for k, v in row.items()})
+        writer.writerows(self.rows)
         atomic_write_text(self.path, buf.getvalue())
 
 
@@ -108,19 +107,14 @@ class EpochRecord(Checkpoint):
         self.total_epochs = total_epochs
         self._started = time.perf_counter()
 
-    @property
-    def state_key(self) -> str:
-        return f"EpochRecord[phase={self.phase.index}]"
-
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        metrics.setdefault("val_dice", math.nan)
-        metrics.setdefault("val_loss", math.nan)
+        metrics = {"val_dice": math.nan, "val_loss": math.nan}
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         epoch = self.phase.epoch_offset + trainer.current_epoch
         if trainer.is_global_zero:
             row = {"epoch": epoch, "phase": self.phase.index, "step": trainer.global_step, **metrics}
@@ -128,20 +122,3 @@ class EpochRecord(Checkpoint):
             if self.echo is not None:
                 seconds = time.perf_counter() - self._started
                 self.echo(epoch_line(self.phase, trainer.current_epoch, self.total_epochs, metrics, seconds))
-
-
-def _fmt(value: Any) -> Any:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else repr(value)
-    return value
-
-
-def _parse(text: str) -> Any:
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text

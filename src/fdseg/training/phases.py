@@ -142,10 +142,6 @@ class StepBudget(pl.Callback):
             trainer.should_stop = True
 
 
-def _host_copy(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.detach().to("cpu", copy=True)
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's ``torch.save`` checkpoint I/O, written to a temporary file renamed over the target.
 
@@ -248,7 +244,9 @@ class RunCheckpoint(Checkpoint):
 
     def _best_checkpoint(self, trainer: pl.Trainer, module: pl.LightningModule, epoch: int) -> dict[str, Any]:
         # a host copy (also of CPU tensors: the live weights keep training); extra states may be dicts
-        state = apply_to_collection(module.state_dict(), torch.Tensor, _host_copy)
+        state = apply_to_collection(
+            module.state_dict(), torch.Tensor, lambda t: t.detach().to("cpu", copy=True)
+        )
         best: dict[str, Any] = {
             "state_dict": state,
             "epoch": trainer.current_epoch,

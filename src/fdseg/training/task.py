@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import lightning.pytorch as pl
@@ -30,10 +31,6 @@ from torchmetrics import MeanMetric
 
 from fdseg.metrics import segmentation_metrics
 from fdseg.training.config import OptimConfig
-
-_ADVICE = "Lower optim.lr or loss.lambda_kwargs.lambda_max."
-#: Steps between host-side loss checks on an accelerator (see ``SegmentationTask.finite_check_every``).
-FINITE_CHECK_EVERY = 50
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -80,7 +77,6 @@ class SegmentationTask(pl.LightningModule):
         phase: 1 or 2, recorded in every history row and checkpoint.
         channels_last: convert the model and images to channels-last memory format (CUDA default).
         fused_adamw: use the fused AdamW kernel (CUDA default).
-        threshold: probability threshold for the validation Dice.
         head: a multi-class head (:class:`fdseg.training.heads.MulticlassHead`): masks are class maps and the
             validation Dice is its per-image macro Dice; ``None`` for binary segmentation.
         aux_losses: auxiliary baseline losses (:mod:`fdseg.losses.baselines`) called like the L_fd modules;
@@ -105,7 +101,6 @@ class SegmentationTask(pl.LightningModule):
         phase: int = 1,
         channels_last: bool = False,
         fused_adamw: bool = False,
-        threshold: float = 0.5,
         head: Any = None,
         aux_losses: Sequence[nn.Module] = (),
         aux_weight: float = 0.0,
@@ -132,20 +127,18 @@ class SegmentationTask(pl.LightningModule):
         self.phase = phase
         self.channels_last = channels_last
         self.fused_adamw = fused_adamw
-        self.threshold = threshold
         self.head = head
         self.lambdas: dict[str, float] = {}
         # the epoch's training terms, summed on the device: the terms every step has, stacked in one tensor
-        # (``_sum_keys``), and the per-class terms of a multi-class head (present in some batches only)
+        # (``_sum_keys``); the per-class terms of a multi-class head, present in some batches only, as
+        # (sum, count); and the per-class terms seen in any epoch so far (logged NaN in an epoch without)
         self._sum_keys: list[str] = []
         self._sums: Tensor | None = None
-        self._class_sums: dict[str, Tensor] = {}
-        self._class_counts: dict[str, int] = {}
+        self._class_sums: dict[str, tuple[Tensor, int]] = {}
         self._class_keys: set[str] = set()
         self._steps = 0
-        self._first_bad: Tensor | None = None
-        self._bad_values: Tensor | None = None
-        self._bad_names: list[str] = []
+        # the device-side record of the first non-finite step: term names, step (-1: none yet), term values
+        self._bad: tuple[list[str], Tensor, Tensor] | None = None
         # validation means over images (Dice) and batches (L_seg); torchmetrics reduces them across devices
         self.val_dice = MeanMetric(nan_strategy="disable")
         self.val_loss = MeanMetric(nan_strategy="disable")
@@ -174,11 +167,6 @@ class SegmentationTask(pl.LightningModule):
         """Epoch index over both phases (0-based)."""
         return self.epoch_offset + self.current_epoch
 
-    @property
-    def fd_active(self) -> bool:
-        """Whether any λ of the current epoch is non-zero (the L_fd terms then get gradients)."""
-        return any(v != 0.0 for v in self.lambdas.values())
-
     def on_train_epoch_start(self) -> None:
         """Fetch this epoch's λ per layer and write them into the loss modules."""
         if len(self.fd_losses):
@@ -191,15 +179,20 @@ class SegmentationTask(pl.LightningModule):
                 }
             for loss in self.fd_losses:
                 loss.set_layer_weights(self.lambdas)  # type: ignore[operator]
-        self._sum_keys, self._sums = [], None
-        self._class_sums, self._class_counts = {}, {}
+        self._sum_keys, self._sums, self._class_sums = [], None, {}
         self._steps = 0
         self._layer_batches = {}
 
     def on_validation_epoch_start(self) -> None:
-        """Check the weights after the epoch's last update (before validating them)."""
+        """Check the weights after the epoch's last update, before validating them (one device sync)."""
         self.flush_finite_check()
-        self._check_parameters(f"of step {self.global_step} (the last of epoch {self.global_epoch})")
+        params = [p for p in self.model.parameters() if p.is_floating_point()]
+        if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            term = (
+                f"weights after the optimiser update of step {self.global_step} (the last of epoch "
+                f"{self.global_epoch}), whose loss terms were all finite (term: the update of train_loss)"
+            )
+            raise self._diverged(self.global_step, term, None)
 
     # -- steps -----------------------------------------------------------------------------------------------
     def _images(self, batch: Mapping[str, Any]) -> Tensor:
@@ -215,28 +208,24 @@ class SegmentationTask(pl.LightningModule):
         logits = self.model(self._images(batch))
         seg = self.seg_loss(logits.float(), mask)
         terms: dict[str, Tensor] = {"seg": seg.detach()}
-        total = seg
-        if len(self.fd_losses):
-            feats = dict(self._tap)
-            for loss in self.fd_losses:
-                out = loss(feats, mask, source=source)
-                total = total + out.total
-                terms.update({k: v.detach() for k, v in out.terms.items()})
-            if self.lambda_strategy is not None and self.lambda_strategy.needs_stats:
-                for key, value in terms.items():
-                    if key.startswith("fd/") and key.count("/") == 1:  # not the per-class fd/<layer>/<class>
-                        self._layer_batches.setdefault(key[3:], []).append(value.float())
-        if len(self.aux_losses) and self.aux_active:
-            feats = dict(self._tap)
-            for aux in self.aux_losses:
-                out = aux(feats, mask, source=source)
-                total = total + self.aux_weight * out.total
-                terms.update({k: v.detach() for k, v in out.terms.items()})
+        total: Tensor = seg
+        # the L_fd modules' totals are λ-weighted already; the baselines' get aux_weight
+        weighted: list[tuple[nn.Module, float | None]] = [(loss, None) for loss in self.fd_losses]
+        if self.aux_active:
+            weighted += [(aux, self.aux_weight) for aux in self.aux_losses]
+        feats = dict(self._tap)
+        for loss, weight in weighted:
+            out = loss(feats, mask, source=source)
+            total = total + (out.total if weight is None else weight * out.total)
+            terms.update({k: v.detach() for k, v in out.terms.items()})
+        if self.lambda_strategy is not None and self.lambda_strategy.needs_stats:
+            for key, value in terms.items():
+                if key.startswith("fd/") and key.count("/") == 1:  # not the per-class fd/<layer>/<class>
+                    self._layer_batches.setdefault(key[3:], []).append(value.float())
         self._check_finite(total, terms, batch)
         terms["loss"] = total.detach()
         self._accumulate(terms)
-        optimised: Tensor = total
-        return optimised
+        return total
 
     def _accumulate(self, terms: Mapping[str, Tensor]) -> None:
         """Add the step's terms to the epoch sums, on the device (one stack and one add; no host sync)."""
@@ -248,11 +237,10 @@ class SegmentationTask(pl.LightningModule):
             self._sums = self._sums + values
         else:
             raise RuntimeError(f"the training terms changed within an epoch: {self._sum_keys} -> {keys}")
-        for key, value in terms.items():
-            if key.count("/") >= 2:  # fd/<layer>/<class>: only in the batches that hold the class
-                old = self._class_sums.get(key)
-                self._class_sums[key] = value.float() if old is None else old + value.float()
-                self._class_counts[key] = self._class_counts.get(key, 0) + 1
+        for key in terms.keys() - keys:  # fd/<layer>/<class>: only in the batches that hold the class
+            old, count = self._class_sums.get(key, (None, 0))
+            value = terms[key].float()
+            self._class_sums[key] = (value if old is None else old + value, count + 1)
         self._steps += 1
 
     @property
@@ -262,7 +250,7 @@ class SegmentationTask(pl.LightningModule):
         Between checks a device-side record keeps the first non-finite step and its term values, so the
         error still names that step and term; the weights' diagnosis then replaces the batch's.
         """
-        return 1 if self.device.type == "cpu" else FINITE_CHECK_EVERY
+        return 1 if self.device.type == "cpu" else 50
 
     def _check_finite(self, total: Tensor, terms: Mapping[str, Tensor], batch: Mapping[str, Any]) -> None:
         every = self.finite_check_every
@@ -278,18 +266,14 @@ class SegmentationTask(pl.LightningModule):
     def _record_finite(self, total: Tensor, terms: Mapping[str, Tensor]) -> None:
         """Keep, on the device, the first step whose loss is non-finite and its term values (no sync)."""
         names = ["total", *terms]
-        values = torch.stack(
-            [total.detach().float(), *(v.detach().float().reshape(()) for v in terms.values())]
-        )
-        bad_now = ~torch.isfinite(values[0])
-        if self._first_bad is None or self._bad_values is None or self._bad_names != names:
-            self._first_bad = torch.full((), -1, dtype=torch.int64, device=values.device)
-            self._bad_values = torch.zeros_like(values)
-            self._bad_names = names
-        first_now = bad_now & (self._first_bad < 0)
-        step = torch.full((), self.global_step, dtype=torch.int64, device=values.device)
-        self._first_bad = torch.where(first_now, step, self._first_bad)
-        self._bad_values = torch.where(first_now, values, self._bad_values)
+        values = torch.stack([total.detach().float(), *(v.float().reshape(()) for v in terms.values())])
+        if self._bad is None or self._bad[0] != names:
+            none_yet = torch.full((), -1, dtype=torch.int64, device=values.device)
+            self._bad = (names, none_yet, torch.zeros_like(values))
+        _, first, recorded = self._bad
+        first_now = ~torch.isfinite(values[0]) & (first < 0)
+        step = torch.full_like(first, self.global_step)
+        self._bad = (names, torch.where(first_now, step, first), torch.where(first_now, values, recorded))
 
     def flush_finite_check(self, batch: Mapping[str, Any] | None = None) -> None:
         """Raise :class:`NonFiniteLossError` if the device-side record holds a non-finite step (one sync).
@@ -297,32 +281,27 @@ class SegmentationTask(pl.LightningModule):
         With ``batch`` (the current one, checked at once) the message also names the batch and the first
         module whose output on it is non-finite; without, where the weights are non-finite, now.
         """
-        if self._first_bad is None or self._bad_values is None:
+        if self._bad is None or int(self._bad[1]) < 0:
             return
-        step = int(self._first_bad)
-        if step < 0:
-            return
-        values = dict(zip(self._bad_names, self._bad_values.cpu().tolist()))
+        names, first, recorded = self._bad
+        values = dict(zip(names, recorded.cpu().tolist()))
         named = ", ".join(f"{k}={v}" for k, v in values.items() if k != "total" and not math.isfinite(v))
         named = named or f"total={values['total']}"
         where = f", batch {self._steps}" if batch is not None else ""
-        checked = "" if batch is not None else f" (weights checked at step {self.global_step})"
         lambdas = sorted(set(self.lambdas.values())) or [0.0]
-        raise NonFiniteLossError(
-            f"training diverged at global step {step} (phase {self.phase}, epoch {self.global_epoch}"
-            f"{where}): non-finite term {named}; {self._diagnose(batch)}{checked}; λ in "
-            f"[{lambdas[0]:g}, {lambdas[-1]:g}]. {_ADVICE}"
-        )
+        after = "" if batch is not None else f" (weights checked at step {self.global_step})"
+        after += f"; λ in [{lambdas[0]:g}, {lambdas[-1]:g}]"
+        raise self._diverged(int(first), f"term {named}", batch, where, after)
 
-    def _check_parameters(self, when: str) -> None:
-        """Raise :class:`NonFiniteLossError` when a weight is NaN/inf (one device sync; once per epoch)."""
-        params = [p for p in self.model.parameters() if p.is_floating_point()]
-        if not params or bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
-            return
-        raise NonFiniteLossError(
-            f"training diverged at global step {self.global_step} (phase {self.phase}, epoch "
-            f"{self.global_epoch}): non-finite weights after the optimiser update {when}, whose loss terms "
-            f"were all finite (term: the update of train_loss); {self._diagnose(None)}. {_ADVICE}"
+    def _diverged(
+        self, step: int, term: str, batch: Mapping[str, Any] | None, where: str = "", after: str = ""
+    ) -> NonFiniteLossError:
+        """The error naming ``step``, the phase and epoch (then ``where``), the non-finite ``term``, the layer
+        :meth:`_diagnose` finds on ``batch`` (then ``after``) and the advice."""
+        return NonFiniteLossError(
+            f"training diverged at global step {step} (phase {self.phase}, epoch {self.global_epoch}"
+            f"{where}): non-finite {term}; {self._diagnose(batch)}{after}. Lower optim.lr or "
+            "loss.lambda_kwargs.lambda_max."
         )
 
     def _layer_of(self, module_path: str) -> str:
@@ -345,14 +324,11 @@ class SegmentationTask(pl.LightningModule):
             return "no weight is non-finite"
         first: list[str] = []
 
-        def hook(name: str) -> Any:
-            def record(_module: nn.Module, _inputs: Any, output: Any) -> None:
-                if not first and isinstance(output, Tensor) and not bool(torch.isfinite(output).all()):
-                    first.append(name)
+        def record(name: str, _module: nn.Module, _inputs: Any, output: Any) -> None:
+            if not first and isinstance(output, Tensor) and not bool(torch.isfinite(output).all()):
+                first.append(name)
 
-            return record
-
-        handles = [m.register_forward_hook(hook(n)) for n, m in self.model.named_modules() if n]
+        handles = [m.register_forward_hook(partial(record, n)) for n, m in self.model.named_modules() if n]
         try:
             self.model(self._images(batch))
         finally:
@@ -363,19 +339,16 @@ class SegmentationTask(pl.LightningModule):
         return f"first non-finite in layer {self._layer_of(first[0])} (output of module {first[0]})"
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        """Accumulate L_seg and the per-image hard Dice (p > threshold; empty GT and prediction → 1)."""
+        """Accumulate L_seg and the per-image hard Dice (p > 0.5; empty GT and prediction → 1)."""
         mask: Tensor = batch["mask"]
         logits = self.model(self._images(batch)).float()
         if batch_idx == 0 and not bool(torch.isfinite(logits).all()):
-            raise NonFiniteLossError(
-                f"training diverged at global step {self.global_step} (phase {self.phase}, epoch "
-                f"{self.global_epoch}): non-finite term val_loss (the validation logits; the weights are "
-                f"finite); {self._diagnose(batch)}. {_ADVICE}"
-            )
+            term = "term val_loss (the validation logits; the weights are finite)"
+            raise self._diverged(self.global_step, term, batch)
         if self.head is not None:
             dice = self.head.dice(logits, mask)
         else:
-            dice = segmentation_metrics(logits, mask, threshold=self.threshold)["dice"][:, 0].float()
+            dice = segmentation_metrics(logits, mask)["dice"][:, 0].float()
         self.val_dice.update(dice)
         self.val_loss.update(self.seg_loss(logits, mask).detach())
 
@@ -400,9 +373,8 @@ class SegmentationTask(pl.LightningModule):
             self.log_dict(dict(zip(names, means)), sync_dist=True)
         self._class_keys |= set(self._class_sums)
         for key in sorted(self._class_keys):
-            total = self._class_sums.get(key)
-            value = total / self._class_counts[key] if total is not None else math.nan
-            self.log(key, value)
+            total, count = self._class_sums.get(key, (math.nan, 1))
+            self.log(key, total / count)
         if self.lambdas:
             self.log_dict({f"lambda/{layer}": lam for layer, lam in self.lambdas.items()})
         if self.lambda_strategy is not None:
