@@ -105,9 +105,7 @@ class MulticlassHead:
         An image where no foreground class is in either scores 1 (nothing to find, nothing predicted).
         """
         dice = per_class_metrics(self.counts(logits, mask))["dice"][:, 1:]  # NaN where absent from both
-        present = ~torch.isnan(dice)
-        mean = torch.where(present, dice, 0.0).sum(1) / present.sum(1).clamp_min(1)
-        return torch.where(present.any(1), mean, torch.ones_like(mean)).float()
+        return torch.nan_to_num(dice.nanmean(1), nan=1.0).float()  # 1 where no class is in either
 
 
 def build_head(cfg: Any) -> MulticlassHead | None:
