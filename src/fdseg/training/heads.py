@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fdseg._checks import check_option
 from fdseg._names import MULTICLASS_HEADS
 from fdseg.data.open import open_dataset
 from fdseg.losses.multiclass import class_index_map
@@ -79,9 +80,7 @@ class MulticlassHead:
     """
 
     def __init__(self, head: str, class_names: tuple[str, ...], threshold: float = 0.5) -> None:
-        if head not in MULTICLASS_HEADS:
-            raise ValueError(f"unknown multi-class head {head!r}; valid: {MULTICLASS_HEADS}")
-        self.head = head
+        self.head = check_option("multi-class head", head, MULTICLASS_HEADS)
         self.class_names = tuple(class_names)
         self.threshold = threshold
 
