@@ -54,10 +54,12 @@ def _write(path: Path, cfg: ExperimentConfig, **replace: str) -> Path:
         ({"devices: auto": "devices: abc"}, r"train\.devices='abc' / train\.strategy='auto' on cpu: invalid"),
         ({"strategy: auto": "strategy: foo"}, r"train\.devices='auto' / train\.strategy='foo' on cpu: .*foo"),
         ({"log_every_n_steps: 50": "log_every_n_steps: 0"}, r"train\.log_every_n_steps must be an int >= 1"),
+        # Lightning would train in bf16 instead, while the run says 16-mixed
+        ({"precision: auto": "precision: 16-mixed"}, r"train\.precision='16-mixed' needs a CUDA GPU"),
     ],
     ids=[
         "image-size", "nan-lr", "negative-lr", "inf-weight-decay", "negative-eps", "devices-0", "devices-abc",
-        "strategy", "log-every-0",
+        "strategy", "log-every-0", "fp16-on-cpu",
     ],
 )  # fmt: skip
 def test_bad_config_is_one_line_and_writes_nothing(

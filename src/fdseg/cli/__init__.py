@@ -26,12 +26,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich's layout prints "<bool>" beside every flag
 )
-data_app = typer.Typer(help="Generate and check datasets.", no_args_is_help=True)
+data_app = typer.Typer(help="Generate and check datasets.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 experiment_app = typer.Typer(
     help="The paper's studies (Table 1, data addition, robustness, multi-class), one command each.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(experiment_app, name="experiment")
 
@@ -76,7 +78,8 @@ def train(
     config: Annotated[Path, typer.Option("--config", "-c", help="YAML experiment config.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (created; resumed if present).")],
     overrides: Annotated[
-        list[str] | None, typer.Option("--set", "-s", help="Override a config value: section.key=value.")
+        list[str] | None,
+        typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a config value: section.key=value."),
     ] = None,
     device: Annotated[
         str | None,
@@ -199,7 +202,9 @@ def data_synth(
 
 
 @data_app.command("check")
-def data_check(specs: Annotated[list[str], typer.Argument(help="Dataset specs NAME:PATH[?opt=v].")]) -> None:
+def data_check(
+    specs: Annotated[list[str], typer.Argument(metavar="SPEC", help="Dataset specs NAME:PATH[?opt=v].")],
+) -> None:
     """Check datasets file by file (unreadable images, missing or mis-sized masks, …)."""
     from fdseg.data.check import check_dataset
 

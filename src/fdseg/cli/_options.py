@@ -39,7 +39,12 @@ OutOpt = Annotated[
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override a config value for every run: section.key=value (repeat)."),
+    typer.Option(
+        "--set",
+        "-s",
+        metavar="KEY=VALUE",
+        help="Override a config value for every run: section.key=value (repeat).",
+    ),
 ]
 SeedsOpt = Annotated[
     str,

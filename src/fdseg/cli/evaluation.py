@@ -85,7 +85,7 @@ def evaluate(
 @app.command()
 def predict(
     run: Annotated[Path, typer.Argument(help="Run directory.")],
-    images: Annotated[list[Path], typer.Argument(help="Image files, or folders of them.")],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE", help="Image files, or folders of them.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the mask PNGs.")],
     checkpoint: Annotated[str, typer.Option(help="best, last or phase1_best.")] = "best",
     mode: Annotated[

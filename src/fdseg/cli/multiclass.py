@@ -66,7 +66,10 @@ def experiment_multiclass(
 def figures(
     targets: Annotated[
         list[str],
-        typer.Argument(help="RUN [RUN_B] [IMAGE_ID ...]: run directories, then image ids of the run's data."),
+        typer.Argument(
+            metavar="TARGET",
+            help="RUN [RUN_B] [IMAGE_ID ...]: run directories, then image ids of the run's data.",
+        ),
     ],
     kind: Annotated[str, typer.Option(help="heatmap, overlay or arrows.")] = "overlay",
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder of the figure.")] = Path("figures"),
@@ -78,7 +81,7 @@ def figures(
         str | None, typer.Option("--class", help="Overlay one foreground class only (multi-class runs).")
     ] = None,
 ) -> None:
-    """Heatmaps (Fig. 8), FP/FN overlays (Fig. 6) or per-image arrows (Fig. 4) of one or two runs."""
+    """Heatmaps (figure 8), FP/FN overlays (figure 6) or per-image arrows (figure 4) of one or two runs."""
     from fdseg.report.figures import write_figures
 
     run_a = Path(targets[0])

@@ -17,7 +17,9 @@ import typer
 from fdseg.cli import _echo, app
 
 nnunet_app = typer.Typer(
-    help="nnU-Net v2 with L_fd: export, plan, train, predict, collect.", no_args_is_help=True
+    help="nnU-Net v2 with L_fd: export, plan, train, predict, collect.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(nnunet_app, name="nnunet")
 

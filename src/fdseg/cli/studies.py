@@ -93,7 +93,10 @@ def sweep(
     config: ConfigOpt,
     out: OutOpt = DEFAULT_OUT["sweep"],
     grid: Annotated[
-        list[str] | None, typer.Option("--grid", "-g", help="key=v1,v2,… (repeat for a Cartesian product).")
+        list[str] | None,
+        typer.Option(
+            "--grid", "-g", metavar="KEY=V1,V2", help="key=v1,v2,… (repeat for a Cartesian product)."
+        ),
     ] = None,
     seeds: SeedsOpt = "1",
     folds: FoldsOpt = None,
@@ -177,7 +180,9 @@ def _echo_submission(sub: Any, exp: Path, verb: str) -> None:
 
 @app.command()
 def compare(
-    paths: Annotated[list[Path], typer.Argument(help="Experiment directories and/or run directories.")],
+    paths: Annotated[
+        list[Path], typer.Argument(metavar="DIR", help="Experiment directories and/or run directories.")
+    ],
     baseline: Annotated[
         str | None,
         typer.Option(

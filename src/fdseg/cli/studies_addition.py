@@ -168,7 +168,7 @@ def data_addition(
     threads: ThreadsOpt = None,
     device: DeviceOpt = DEFAULT_DEVICE,
 ) -> None:
-    """Base-test Dice vs added novel images per arm (Fig. 3), paired changes vs k = 0, divergences per k."""
+    """Base-test Dice vs added novel images per arm (figure 3), paired changes vs k = 0, divergences per k."""
     from fdseg.experiments.addition import SYNTHETIC_K, addition_divergence, plan_data_addition
 
     if k is not None and fractions is not None:
@@ -204,7 +204,7 @@ def robustness(
     threads: ThreadsOpt = None,
     device: DeviceOpt = DEFAULT_DEVICE,
 ) -> None:
-    """Base-test Dice vs Gaussian noise σ per arm (Fig. 9), paired changes vs σ = 0."""
+    """Base-test Dice vs Gaussian noise σ per arm (figure 9), paired changes vs σ = 0."""
     from fdseg.experiments.addition import plan_robustness
 
     seed_values = seed_list(seeds)

@@ -322,7 +322,8 @@ class TrainConfig:
             ``--device`` overrides it.
         devices: Lightning devices (``auto``, a count, or a list as a string).
         strategy: Lightning strategy (``auto``, ``ddp``, …).
-        progress_bar: show Lightning's progress bar.
+        progress_bar: show Lightning's progress bar (``null``, the default: only when standard output is a
+            terminal, so a log file gets the one line per epoch without the bar's redraws).
         log_every_n_steps: Lightning logging interval (the history is written per epoch regardless).
         checkpoint_every_s: seconds between two ``last.ckpt`` (written at an epoch's end once this much
             time has passed, and at each phase's end); a killed run loses at most this much work.
@@ -346,7 +347,7 @@ class TrainConfig:
     accelerator: str = "auto"
     devices: str = "auto"
     strategy: str = "auto"
-    progress_bar: bool = True
+    progress_bar: bool | None = None
     log_every_n_steps: int = 50
     checkpoint_every_s: float = 120.0
     logger: str = "none"

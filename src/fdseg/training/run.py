@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import random
 import signal
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -87,7 +88,16 @@ __all__ = [
 
 # -- training -----------------------------------------------------------------------------------------------
 def resolved_precision(cfg: ExperimentConfig, runtime: Runtime) -> str:
-    """``train.precision`` with ``auto`` resolved: bf16-mixed on CUDA, 32-true elsewhere."""
+    """``train.precision`` with ``auto`` resolved: bf16-mixed on CUDA, 32-true elsewhere.
+
+    Raises:
+        ValueError: ``16-mixed`` off CUDA (Lightning would silently train in bf16 instead).
+    """
+    if cfg.train.precision == "16-mixed" and not runtime.cuda:
+        raise ValueError(
+            f"train.precision='16-mixed' needs a CUDA GPU (fp16 autocast); on {runtime.accelerator} use "
+            "bf16-mixed or 32-true"
+        )
     if cfg.train.precision != "auto":
         return cfg.train.precision
     return "bf16-mixed" if runtime.cuda else "32-true"
@@ -123,7 +133,7 @@ def make_trainer(
             logger=make_logger(cfg.train.logger, root, cfg.name, phase.index),
             plugins=[AtomicCheckpointIO()],
             enable_checkpointing=True,
-            enable_progress_bar=cfg.train.progress_bar,
+            enable_progress_bar=_progress_bar(cfg.train.progress_bar),
             enable_model_summary=False,
             num_sanity_val_steps=0,
             log_every_n_steps=cfg.train.log_every_n_steps,
@@ -134,6 +144,13 @@ def make_trainer(
     # them, a debugging aid that costs ~5% of a step at 512² on the CPU; bench/deterministic_cost.py)
     torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     return trainer
+
+
+def _progress_bar(setting: bool | None) -> bool:
+    """``train.progress_bar``; ``None``: on when standard output is a terminal (not a log file or pipe)."""
+    if setting is not None:
+        return setting
+    return bool(getattr(sys.stdout, "isatty", lambda: False)())
 
 
 def world_size(cfg: ExperimentConfig, runtime: Runtime) -> int:
@@ -325,6 +342,7 @@ def train_run(
             check_run_config(run_dir, cfg)
             preflight(cfg)
             world = world_size(cfg, runtime)
+            resolved_precision(cfg, runtime)  # refuses what the device cannot do, before anything is written
             data = build_run_data(cfg, run_dir, write_split=False)
             rank_zero = is_global_zero()
             if rank_zero:
