@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from fdseg._checks import check_keys
 from fdseg.losses.baselines import DeepSupervisionLoss, PixelContrastiveLoss, decoder_channels
 from fdseg.losses.discrepancy import ExchangeableFeatureDiscrepancyLoss, FeatureDiscrepancyLoss
 from fdseg.losses.multiclass import (
@@ -57,33 +58,19 @@ def tap_layers(cfg: ExperimentConfig, model: nn.Module) -> list[str]:
     return list(declared)
 
 
-def build_fd_loss(cfg: ExperimentConfig, layers: list[str]) -> nn.Module:
-    """L_fd over ``layers`` with the configured preset and options (per class for a multi-class head)."""
-    if is_multiclass(cfg):
-        return PerClassFeatureDiscrepancyLoss(
-            layers, run_classes(cfg), preset=cfg.loss.fd_preset, **cfg.loss.fd_options
-        )
-    return FeatureDiscrepancyLoss(layers, preset=cfg.loss.fd_preset, **cfg.loss.fd_options)
+def build_fd_loss(cfg: ExperimentConfig, layers: list[str], *, exch: bool = False) -> FeatureDiscrepancyLoss:
+    """L_fd over ``layers`` with the configured preset and options (per class for a multi-class head).
 
-
-def build_exch_loss(cfg: ExperimentConfig, layers: list[str]) -> nn.Module:
-    """L_fd + L_fd^exch over ``layers`` with the configured pairing (one module computes both)."""
+    With ``exch``: L_fd + L_fd^exch with the configured pairing (one module computes both).
+    """
+    exch_options: dict[str, Any] = {"pairing": cfg.loss.pairing, "seed": cfg.train.seed} if exch else {}
     if is_multiclass(cfg):
-        return PerClassExchangeableFeatureDiscrepancyLoss(
-            layers,
-            run_classes(cfg),
-            preset=cfg.loss.fd_preset,
-            pairing=cfg.loss.pairing,
-            seed=cfg.train.seed,
-            **cfg.loss.fd_options,
+        per_class = PerClassExchangeableFeatureDiscrepancyLoss if exch else PerClassFeatureDiscrepancyLoss
+        return per_class(
+            layers, run_classes(cfg), preset=cfg.loss.fd_preset, **exch_options, **cfg.loss.fd_options
         )
-    return ExchangeableFeatureDiscrepancyLoss(
-        layers,
-        preset=cfg.loss.fd_preset,
-        pairing=cfg.loss.pairing,  # type: ignore[arg-type]
-        seed=cfg.train.seed,
-        **cfg.loss.fd_options,
-    )
+    binary = ExchangeableFeatureDiscrepancyLoss if exch else FeatureDiscrepancyLoss
+    return binary(layers, preset=cfg.loss.fd_preset, **exch_options, **cfg.loss.fd_options)
 
 
 #: Default weight of each baseline loss in the total (method-spec §F2: 0.1 for L_con).
@@ -105,9 +92,7 @@ def build_baseline_loss(cfg: ExperimentConfig, model: nn.Module) -> nn.Module | 
         return None
     options = dict(cfg.loss.baseline_options)
     allowed = _CON_OPTIONS if name == "contrastive" else _DEEPS_OPTIONS
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown loss.baseline_options {unknown} for {name}; valid: {list(allowed)}")
+    check_keys(f"loss.baseline_options of {name}:", options, allowed)
     info = getattr(model, "feature_info", ())
     try:
         channels = decoder_channels(info)
@@ -164,26 +149,17 @@ def build_task(
     head = build_head(cfg)
     if head is not None:  # the head's L_seg: binary on the one-hot classes, or softmax DiceCE
         seg = build_head_seg_loss(head.head, head.num_classes, seg)
-    tap: FeatureTap | None = None
-    feats: Mapping[str, Any] = {}
-    losses: list[nn.Module] = []
+    layers = tap_layers(cfg, model) if cfg.loss.fd else []
+    losses = [build_fd_loss(cfg, layers, exch=cfg.loss.exch)] if cfg.loss.fd else []
     strategy: Any = None
-    taps: list[str] = []
-    if cfg.loss.fd:
-        layers = tap_layers(cfg, model)
-        taps += layers
-        losses.append(build_exch_loss(cfg, layers) if cfg.loss.exch else build_fd_loss(cfg, layers))
-        if not cfg.train.compute_matched:
-            strategy = build_lambda_strategy(cfg.loss.lambda_strategy, layers, **lambda_kwargs(cfg, warmup))
+    if cfg.loss.fd and not cfg.train.compute_matched:
+        strategy = build_lambda_strategy(cfg.loss.lambda_strategy, layers, **lambda_kwargs(cfg, warmup))
     baseline = build_baseline_loss(cfg, model)
-    if baseline is not None:
-        taps += [n for n in getattr(baseline, "layers", ()) if n not in taps]
-    if taps:
-        tap = FeatureTap(model, taps)
-        feats = tap.__enter__()
+    taps = [*layers, *(n for n in getattr(baseline, "layers", ()) if n not in layers)]
+    tap = FeatureTap(model, taps) if taps else None
+    feats: Mapping[str, Any] = tap.__enter__() if tap is not None else {}
     for loss in losses:  # the data layer already guarantees valid masks: no range check (a sync) per step
-        if isinstance(loss, FeatureDiscrepancyLoss):
-            loss.check_mask = False
+        loss.check_mask = False
     return SegmentationTask(
         model,
         tap=feats,

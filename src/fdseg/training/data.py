@@ -13,6 +13,7 @@ native-resolution image; splits are always drawn over images, and every tile fol
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,19 +24,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from fdseg._checks import check_keys, check_option
 from fdseg.data.cache import CachedDataset
 from fdseg.data.errors import SplitError
 from fdseg.data.noise import GaussianNoise
 from fdseg.data.open import open_dataset
 from fdseg.data.pooling import PooledDataset, addition_schedule, novel_training_ids, select_subset
-from fdseg.data.splits import (
-    SourceSplit,
-    check_split,
-    fold_split,
-    load_splits,
-    make_split,
-    save_splits,
-)
+from fdseg.data.splits import SourceSplit, check_split, fold_split, load_splits, make_split, save_splits
 from fdseg.data.torch_dataset import SegmentationDataset, collate
 from fdseg.data.transforms import build_transforms
 from fdseg.training.config import ExperimentConfig
@@ -49,21 +44,6 @@ class Loaders:
 
     train: DataLoader[Any]
     val: DataLoader[Any]
-
-
-def item_positions(data: CachedDataset, image_ids: Sequence[str]) -> list[int]:
-    """Positions in ``data`` of the items of ``image_ids``: the images themselves, or all their tiles.
-
-    Raises:
-        KeyError: an id that is not an image of ``data`` (naming the dataset).
-    """
-    index: dict[str, list[int]] = {}
-    for position, item in enumerate(data.ids):  # tile ids are "<image id>@<y>_<x>"
-        index.setdefault(item if data.tile is None else item.rpartition("@")[0], []).append(position)
-    unknown = [i for i in image_ids if i not in index]
-    if unknown:
-        raise KeyError(f"{data.raw.spec}: no image with id {unknown[0]!r}")
-    return [position for image_id in image_ids for position in index[image_id]]
 
 
 @dataclass
@@ -92,14 +72,11 @@ class RunData:
     new_split: dict[str, SourceSplit] | None = None
     noise: GaussianNoise | None = None
     _positions: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
-    _stream: DataStream | None = field(default=None, init=False, repr=False)
 
-    @property
+    @functools.cached_property
     def stream(self) -> DataStream:
         """The run's training data stream (created on first use, then shared by both phases)."""
-        if self._stream is None:
-            self._stream = DataStream(self.seed)
-        return self._stream
+        return DataStream(self.seed)
 
     def save_split(self, path: Path) -> None:
         """Write ``split.json`` when the split was drawn here (not re-read from ``path``)."""
@@ -113,12 +90,24 @@ class RunData:
         return self.base.tile is not None
 
     def positions(self, name: str) -> list[int]:
-        """Item positions of a set: ``train``/``val``/``test`` in :attr:`base`, ``novel`` in :attr:`novel`."""
-        if name not in self._positions:
-            data = self.novel if name == "novel" else self.base
-            ids = self.split.get(name, [])
-            self._positions[name] = item_positions(data, ids) if data is not None and ids else []
-        return self._positions[name]
+        """Item positions of a set: ``train``/``val``/``test`` in :attr:`base`, ``novel`` in :attr:`novel`.
+
+        The items of an image are the image itself, or all its tiles.
+
+        Raises:
+            KeyError: an id of the set that is not an image of its dataset (naming the dataset).
+        """
+        data = self.novel if name == "novel" else self.base
+        image_ids = self.split.get(name, [])
+        if name not in self._positions and data is not None and image_ids:
+            index: dict[str, list[int]] = {}
+            for position, item in enumerate(data.ids):  # tile ids are "<image id>@<y>_<x>"
+                index.setdefault(item if data.tile is None else item.rpartition("@")[0], []).append(position)
+            unknown = [i for i in image_ids if i not in index]
+            if unknown:
+                raise KeyError(f"{data.raw.spec}: no image with id {unknown[0]!r}")
+            self._positions[name] = [position for image_id in image_ids for position in index[image_id]]
+        return self._positions.get(name, [])
 
     def _dataset(self, name: str, *, train: bool) -> Dataset[Any]:
         """The items of set ``name`` (training adds the novel images, as source 1, to the base ones)."""
@@ -155,7 +144,7 @@ class RunData:
         Without tiling these are the cached (resized) images; with tiling the native-resolution images,
         put back together from their tiles (the tiles cover every pixel).
         """
-        _check_split_name(name)
+        check_option("split", name, SPLIT_NAMES)
         items = (self.base[p] for p in self.positions(name))
         for image_id, parts in itertools.groupby(items, key=lambda item: str(item["record_id"])):
             tiles = list(parts)
@@ -191,7 +180,7 @@ class RunData:
 
     def eval_loader(self, name: str, batch_size: int) -> DataLoader[Any]:
         """Un-augmented, unshuffled loader of one split of the base site."""
-        _check_split_name(name)
+        check_option("split", name, SPLIT_NAMES)
         return DataLoader(
             self._dataset(name, train=False),
             batch_size=batch_size,
@@ -199,11 +188,6 @@ class RunData:
             num_workers=self.num_workers,
             collate_fn=collate,
         )
-
-
-def _check_split_name(name: str) -> None:
-    if name not in SPLIT_NAMES:
-        raise ValueError(f"unknown split {name!r}; valid: {SPLIT_NAMES}")
 
 
 def derive_seed(*key: int) -> int:
@@ -226,12 +210,11 @@ class DataStream:
 
     Args:
         seed: ``train.seed``.
-        sources: number of sources (0 base, 1 novel).
     """
 
-    def __init__(self, seed: int, sources: int = 2) -> None:
+    def __init__(self, seed: int) -> None:
         self.shuffle = torch.Generator().manual_seed(seed)
-        self.augment = [augment_generator(seed, source) for source in range(sources)]
+        self.augment = [augment_generator(seed, source) for source in (0, 1)]  # 0 base, 1 novel
 
     def state_dict(self) -> dict[str, Any]:
         """The generator states (CPU ``uint8`` tensors)."""
@@ -247,13 +230,6 @@ class DataStream:
             generator.set_state(value)
 
 
-def _segmentation_parts(dataset: Any) -> Iterator[SegmentationDataset]:
-    if isinstance(dataset, SegmentationDataset):
-        yield dataset
-    for part in getattr(dataset, "parts", ()):
-        yield from _segmentation_parts(part)
-
-
 def reseed_worker_augmentation(worker_id: int) -> None:
     """``worker_init_fn``: give each DataLoader worker its own augmentation stream per source.
 
@@ -265,8 +241,8 @@ def reseed_worker_augmentation(worker_id: int) -> None:
     info = torch.utils.data.get_worker_info()
     if info is None:
         return
-    for part in _segmentation_parts(info.dataset):
-        if isinstance(part.generator, torch.Generator):
+    for part in getattr(info.dataset, "parts", [info.dataset]):  # a pooled set's parts, or the set itself
+        if isinstance(getattr(part, "generator", None), torch.Generator):
             part.generator.manual_seed(derive_seed(torch.initial_seed(), part.source, worker_id))
 
 
@@ -410,7 +386,7 @@ def _check_saved(
     base: CachedDataset,
     novel: CachedDataset | None,
     *,
-    grouped: bool = True,
+    grouped: bool,
 ) -> None:
     """Validate a re-read ``split.json`` against the run's datasets, as a fresh split would be.
 
@@ -421,20 +397,18 @@ def _check_saved(
     Raises:
         SplitError: naming ``path`` and the offending source, set, id or group.
     """
-    if "base" not in sources:
-        raise SplitError(f"{path}: no 'base' source")
-    unknown = sorted(set(sources) - {"base", "novel"})
-    if unknown:
-        raise SplitError(f"{path}: unknown split sources {unknown}; valid: ['base', 'novel']")
-    if "novel" in sources and novel is None and any(sources["novel"].sets.values()):
-        raise SplitError(f"{path} lists novel ids but the config has no data.novel")
-    checks: list[tuple[str, CachedDataset, tuple[str, ...]]] = [("base", base, SPLIT_NAMES)]
-    if "novel" in sources and novel is not None:
-        checks.append(("novel", novel, ()))
     try:
-        for name, data, required in checks:
-            ids, groups = _images(data, grouped)
-            check_split(sources[name], ids, groups=groups, root=data.raw.root, required=required, source=name)
+        if "base" not in sources:
+            raise SplitError("no 'base' source")
+        check_keys("split source", sources, ("base", "novel"))
+        if "novel" in sources and novel is None and any(sources["novel"].sets.values()):
+            raise SplitError("it lists novel ids but the config has no data.novel")
+        for name, data, required in (("base", base, SPLIT_NAMES), ("novel", novel, ())):
+            if name in sources and data is not None:
+                ids, groups = _images(data, grouped)
+                check_split(
+                    sources[name], ids, groups=groups, root=data.raw.root, required=required, source=name
+                )
         if novel is not None and "novel" in sources and sources["novel"]["train"]:
             pool = set(novel_training_ids(novel.records, spec=novel.raw.spec))
             outside = [i for i in sources["novel"]["train"] if i not in pool]

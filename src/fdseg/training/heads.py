@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fdseg._checks import check_option
 from fdseg._names import MULTICLASS_HEADS
 from fdseg.data.open import open_dataset
 from fdseg.losses.multiclass import class_index_map
@@ -79,9 +80,7 @@ class MulticlassHead:
     """
 
     def __init__(self, head: str, class_names: tuple[str, ...], threshold: float = 0.5) -> None:
-        if head not in MULTICLASS_HEADS:
-            raise ValueError(f"unknown multi-class head {head!r}; valid: {MULTICLASS_HEADS}")
-        self.head = head
+        self.head = check_option("multi-class head", head, MULTICLASS_HEADS)
         self.class_names = tuple(class_names)
         self.threshold = threshold
 
@@ -105,9 +104,7 @@ class MulticlassHead:
         An image where no foreground class is in either scores 1 (nothing to find, nothing predicted).
         """
         dice = per_class_metrics(self.counts(logits, mask))["dice"][:, 1:]  # NaN where absent from both
-        present = ~torch.isnan(dice)
-        mean = torch.where(present, dice, 0.0).sum(1) / present.sum(1).clamp_min(1)
-        return torch.where(present.any(1), mean, torch.ones_like(mean)).float()
+        return torch.nan_to_num(dice.nanmean(1), nan=1.0).float()  # 1 where no class is in either
 
 
 def build_head(cfg: Any) -> MulticlassHead | None:

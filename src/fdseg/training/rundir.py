@@ -67,7 +67,7 @@ class Runtime:
 # -- config and environment ---------------------------------------------------------------------------------
 def write_json(path: Path, data: Any) -> None:
     """Atomically write ``data`` as indented JSON."""
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -139,11 +139,7 @@ def _git_sha() -> str | None:
     root = Path(__file__).resolve().parents[3]
     try:
         out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -323,35 +319,31 @@ def model_state(ckpt: Mapping[str, Any], path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_weights_into(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
-    """``model.load_state_dict(state)`` with a one-line error naming ``path`` when the shapes do not fit.
+def load_model_weights(model: nn.Module, path: Path) -> None:
+    """Load the network weights of a run checkpoint (keys ``model.*`` of the task) into ``model``.
+
+    The weights are checked against ``model`` first, so a mismatch leaves ``model`` untouched.
 
     Raises:
-        CheckpointError: missing or unexpected keys, or a size mismatch (the first few named).
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: see :func:`read_checkpoint`; no ``model.*`` weights; weights of another
+            architecture: missing or unexpected keys, or a size mismatch (the first of each named).
     """
+    state = model_state(read_checkpoint(path), path)
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    problems = {"missing": missing, "unexpected": unexpected, "of another shape": shapes}
+    problems = {
+        "missing": [k for k in own if k not in state],
+        "unexpected": [k for k in state if k not in own],
+        "of another shape": [
+            f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+            for k, v in own.items()
+            if k in state and state[k].shape != v.shape
+        ],
+    }
     parts = [f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in problems.items() if keys]
     if parts:
         raise CheckpointError(
             f"{path}: weights of another architecture than {type(model).__name__}: "
             f"{'; '.join(parts)} parameter(s)"
         )
-    model.load_state_dict(dict(state))
-
-
-def load_model_weights(model: nn.Module, path: Path) -> None:
-    """Load the network weights of a run checkpoint (keys ``model.*`` of the task) into ``model``.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        CheckpointError: see :func:`read_checkpoint` and :func:`load_weights_into`.
-    """
-    load_weights_into(model, model_state(read_checkpoint(path), path), path)
+    model.load_state_dict(state)
