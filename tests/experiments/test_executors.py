@@ -10,7 +10,7 @@ import pytest
 from fdseg.experiments.demo import ARMS, DemoSettings, demo_runs
 from fdseg.experiments.executors import InlineExecutor, LocalExecutor, RunSpec
 from fdseg.training.config import ExperimentConfig
-from fdseg.training.run import RunConfigMismatchError
+from fdseg.training.rundir import RunConfigMismatchError
 
 
 def _tiny(tmp: Path, seed: int) -> ExperimentConfig:

@@ -21,7 +21,8 @@ import torch
 
 from fdseg.training import phases
 from fdseg.training.config import ExperimentConfig
-from fdseg.training.run import checkpoint_meta, train_run
+from fdseg.training.run import train_run
+from fdseg.training.rundir import checkpoint_meta
 
 Tiny = Callable[..., ExperimentConfig]
 SRC = Path(__file__).resolve().parents[2] / "src"

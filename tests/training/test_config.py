@@ -120,3 +120,14 @@ def test_loss_options_come_from_the_loss_registries() -> None:
     finally:
         SEG_LOSSES._items.pop("focal_for_this_test")
     assert "dual" in LAMBDA_STRATEGIES.names()
+
+
+def test_differences_name_dotted_keys_inside_options_and_skip_ignored_ones() -> None:
+    saved = ExperimentConfig().with_overrides(["model.kwargs.base_width=8", "train.batch_size=4"])
+    asked = saved.with_overrides(["model.kwargs.base_width=16", "train.num_workers=2", "loss.fd=true"])
+    assert saved.differences(asked, ignore={"train.num_workers"}) == [
+        "loss.fd: False (saved) vs True",
+        "model.kwargs.base_width: 8 (saved) vs 16",
+    ]
+    assert saved.differences(saved) == []
+    assert saved.flat()["train.batch_size"] == 4 and ExperimentConfig().flat()["model.kwargs"] == {}

@@ -18,7 +18,8 @@ from fdseg.data.open import open_dataset
 from fdseg.training.build import build_model
 from fdseg.training.config import ExperimentConfig
 from fdseg.training.evaluate import evaluate_run
-from fdseg.training.run import load_model_weights, train_run
+from fdseg.training.run import train_run
+from fdseg.training.rundir import load_model_weights
 
 Tiny = Callable[..., ExperimentConfig]
 REPO = Path(__file__).resolve().parents[2]

@@ -16,7 +16,8 @@ from fdseg.training.build import build_model
 from fdseg.training.config import ExperimentConfig
 from fdseg.training.data import build_run_data
 from fdseg.training.evaluate import VIEW_SETS, evaluate_run, view_array
-from fdseg.training.run import load_model_weights, train_run
+from fdseg.training.run import train_run
+from fdseg.training.rundir import load_model_weights
 
 Tiny = Callable[..., ExperimentConfig]
 PAPER_VIEWS = ("identity", "hflip", "vflip", "rot90", "rot270")

@@ -13,8 +13,9 @@ from PIL import Image
 from fdseg.cli import main
 from fdseg.training.build import build_model
 from fdseg.training.config import ExperimentConfig
-from fdseg.training.evaluate import predict, segment_image, sliding_window_logits
-from fdseg.training.run import load_model_weights, train_run
+from fdseg.training.evaluate import predict, predict_probabilities, sliding_window_logits
+from fdseg.training.run import train_run
+from fdseg.training.rundir import load_model_weights
 
 Tiny = Callable[..., ExperimentConfig]
 
@@ -75,7 +76,9 @@ def test_both_modes_agree_at_the_training_size(run: Path, tmp_path: Path) -> Non
         sliding = sliding_window_logits(model, x, roi=32)
     # one window, Gaussian weight w: (w * logits) / w equals the logits up to float rounding
     torch.testing.assert_close(sliding, direct, rtol=0, atol=1e-5)
-    masks = {mode: segment_image(model, image, mode=mode, size=32) for mode in ("resize", "sliding")}
+    masks = {
+        mode: predict_probabilities(model, image, mode=mode, size=32) > 0.5 for mode in ("resize", "sliding")
+    }
     probs = torch.sigmoid(direct)[0, 0].numpy()
     decided = np.abs(probs - 0.5) > 1e-5  # pixels whose probability is not within rounding of 0.5
     np.testing.assert_array_equal(masks["resize"][decided], masks["sliding"][decided])

@@ -16,7 +16,8 @@ from fdseg.cli import main
 from fdseg.training.build import build_model
 from fdseg.training.config import ExperimentConfig
 from fdseg.training.evaluate import OVERLAY_COLOUR, sliding_window_logits
-from fdseg.training.run import load_model_weights, train_run
+from fdseg.training.run import train_run
+from fdseg.training.rundir import load_model_weights
 
 Tiny = Callable[..., ExperimentConfig]
 

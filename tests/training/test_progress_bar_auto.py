@@ -11,7 +11,8 @@ from lightning.pytorch.callbacks import ProgressBar
 
 from fdseg.training.config import ExperimentConfig
 from fdseg.training.phases import Phase
-from fdseg.training.run import Runtime, make_trainer
+from fdseg.training.run import make_trainer
+from fdseg.training.rundir import Runtime
 
 
 class _Terminal(io.StringIO):

@@ -15,7 +15,8 @@ from PIL import Image
 from fdseg.data.errors import DatasetError
 from fdseg.training.config import ExperimentConfig
 from fdseg.training.evaluate import evaluate_run, predict
-from fdseg.training.run import RunConfigMismatchError, checkpoint_meta, train_run
+from fdseg.training.run import train_run
+from fdseg.training.rundir import RunConfigMismatchError, checkpoint_meta
 
 Tiny = Callable[..., ExperimentConfig]
 

@@ -48,7 +48,7 @@ def _runtime(device: str) -> Any:
     """Pick the device (the only place that does)."""
     import torch
 
-    from fdseg.training.run import Runtime
+    from fdseg.training.rundir import Runtime
 
     if device not in ("auto", "cpu", "gpu"):
         raise ValueError(f"--device must be auto, cpu or gpu, got {device!r}")

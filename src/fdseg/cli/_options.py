@@ -153,7 +153,7 @@ def local_executor(
     gpus = visible_gpus(device)
     slots = len(gpus) * per_gpu if gpus else jobs
     if pool_on_cpu and not gpus:
-        from fdseg.training.run import Runtime
+        from fdseg.training.rundir import Runtime
 
         cores = threads or max(1, (os.cpu_count() or 1) // jobs)
         return InlineExecutor(Runtime(), jobs=jobs, threads_per_job=cores)

@@ -65,17 +65,6 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     return unique
 
 
-def flat_keys(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested mapping (a config's ``to_dict()``) as ``{"section.key": value}``; ``{}`` is a value."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, Mapping) and value:
-            flat.update(flat_keys(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -139,7 +128,7 @@ def load_runs(paths: Sequence[str | Path], *, arms: Mapping[str, str] | None = N
             for run, arm in zip(table["run"], table["arm"]):
                 arms.setdefault(str(run), str(arm))
     configs = {d: ExperimentConfig.from_yaml(d / "config.yaml") for d in dirs}
-    flats = {d: flat_keys(c.to_dict()) for d, c in configs.items()}
+    flats = {d: c.flat() for d, c in configs.items()}
     keys = sorted({k for f in flats.values() for k in f})
     varying = [k for k in keys if k not in NOT_ARM_KEYS and len({repr(f.get(k)) for f in flats.values()}) > 1]
     short = {k: k.rsplit(".", 1)[-1] for k in varying}

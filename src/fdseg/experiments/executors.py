@@ -24,7 +24,7 @@ from pathlib import Path
 
 from fdseg._io import atomic_write_text
 from fdseg.training.config import ExperimentConfig
-from fdseg.training.run import check_run_config
+from fdseg.training.rundir import check_run_config
 
 
 @dataclass(frozen=True)
@@ -335,7 +335,8 @@ def train_inline(spec: RunSpec, runtime: object | None = None) -> RunResult:
 
     import lightning.pytorch as pl
 
-    from fdseg.training.run import Runtime, train_run
+    from fdseg.training.run import train_run
+    from fdseg.training.rundir import Runtime
 
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -25,7 +25,6 @@ import pandas as pd
 import yaml
 
 from fdseg._io import atomic_write_text
-from fdseg.experiments.compare import flat_keys
 from fdseg.experiments.executors import (
     InlineExecutor,
     LocalExecutor,
@@ -35,7 +34,7 @@ from fdseg.experiments.executors import (
     Submission,
 )
 from fdseg.training.config import ExperimentConfig
-from fdseg.training.run import RUNTIME_KEYS
+from fdseg.training.rundir import RUNTIME_KEYS
 
 __all__ = [
     "EXPERIMENT_FILE",
@@ -307,13 +306,10 @@ def claim_experiment(exp_dir: str | Path, kind: str, base: ExperimentConfig, **s
             raise ValueError(
                 f"{exp} was made by `fdseg {saved.get('kind')}`, not `fdseg {kind}`; use another -o directory"
             )
-        old = flat_keys(ExperimentConfig.from_dict(saved.get("config", {}), source=str(marker)).to_dict())
-        new = flat_keys(base.to_dict())
-        diff = sorted(
-            k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RUNTIME_KEYS
-        )
+        saved_cfg = ExperimentConfig.from_dict(saved.get("config", {}), source=str(marker))
+        diff = saved_cfg.differences(base, ignore=RUNTIME_KEYS)
         if diff:
-            shown = "; ".join(f"{k}: {old.get(k)!r} (saved) vs {new.get(k)!r}" for k in diff[:5])
+            shown = "; ".join(diff[:5])
             raise ValueError(
                 f"{exp} holds an experiment from another configuration ({shown}); use another -o directory"
             )
@@ -443,7 +439,8 @@ def check_runs(runs: Sequence[SweepRun]) -> None:
         ValueError / KeyError / TypeError: naming the first run that cannot be built.
         RunConfigMismatchError: a run directory holds another configuration.
     """
-    from fdseg.training.run import check_run_config, preflight
+    from fdseg.training.run import preflight
+    from fdseg.training.rundir import check_run_config
 
     seen: set[str] = set()
     for run in runs:

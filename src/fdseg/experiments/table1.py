@@ -459,8 +459,8 @@ def worst_off_panels(runs: Sequence[SweepRun], *, n_max: int = 4) -> tuple[Any, 
     """
     from fdseg.training.build import build_model
     from fdseg.training.data import build_run_data
-    from fdseg.training.evaluate import default_predict_mode, segment_image
-    from fdseg.training.run import load_model_weights, read_config
+    from fdseg.training.evaluate import default_predict_mode, predict_probabilities
+    from fdseg.training.rundir import load_model_weights, read_config
     from fdseg.viz import plot_image_panels
 
     pairs: dict[tuple[str, int, int | None], dict[str, Path]] = {}
@@ -488,10 +488,8 @@ def worst_off_panels(runs: Sequence[SweepRun], *, n_max: int = 4) -> tuple[Any, 
         model = build_model(run_cfg)
         load_model_weights(model, chosen[arm] / "checkpoints" / "best.ckpt")
         model.eval()
-        mode = default_predict_mode(run_cfg)
-        preds.append(
-            [segment_image(model, views[i][0], mode=mode, size=run_cfg.data.image_size) for i in ids]
-        )
+        mode, size = default_predict_mode(run_cfg), run_cfg.data.image_size
+        preds.append([predict_probabilities(model, views[i][0], mode=mode, size=size) > 0.5 for i in ids])
         by_id = tables[arm].set_index("id")["dice"]
         scores.append([float(by_id.loc[i]) for i in ids])
     fig = plot_image_panels(

@@ -406,6 +406,18 @@ class ExperimentConfig:
         """Plain nested dict (tuples as lists), the YAML form."""
         return {key: _plain(value) for key, value in dataclasses.asdict(self).items()}
 
+    def flat(self) -> dict[str, Any]:
+        """:meth:`to_dict` as one level of dotted keys: ``train.batch_size``, also inside dict-valued options
+        (``model.kwargs.base_width``); an empty mapping is one value."""
+        return _flat(self.to_dict())
+
+    def differences(self, other: ExperimentConfig, *, ignore: Iterable[str] = ()) -> list[str]:
+        """``"<key>: <value here> (saved) vs <value in other>"`` for every dotted key (:meth:`flat`) whose
+        values differ, sorted by key; keys in ``ignore`` are left out."""
+        old, new, skip = self.flat(), other.flat(), set(ignore)
+        keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in skip)
+        return [f"{k}: {old.get(k)!r} (saved) vs {new.get(k)!r}" for k in keys]
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> ExperimentConfig:
         """Build from a nested mapping; unknown keys raise ``KeyError``, wrong types ``TypeError``."""
@@ -464,6 +476,16 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _set_path(data: dict[str, Any], parts: list[str], value: Any, *, full_key: str) -> None:

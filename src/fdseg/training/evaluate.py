@@ -609,36 +609,6 @@ def predict_probabilities(
     return np.asarray(probs[0, 0].cpu().numpy(), dtype=np.float32)
 
 
-def segment_image(
-    model: nn.Module,
-    image: np.ndarray,
-    *,
-    mode: str,
-    size: int,
-    threshold: float = 0.5,
-    scale: tuple[float, float] = (1.0, 1.0),
-    sw_batch_size: int = 4,
-    device: torch.device | None = None,
-) -> np.ndarray:
-    """Segment one decoded image at its native size: :func:`predict_probabilities` ``> threshold``.
-
-    Args:
-        model, image, mode, size, scale, sw_batch_size, device: as :func:`predict_probabilities`.
-        threshold: probability threshold in (0, 1).
-
-    Returns:
-        (H, W) bool.
-
-    Raises:
-        ValueError: an unknown mode or a threshold outside (0, 1).
-    """
-    _check_threshold(threshold)
-    probs = predict_probabilities(
-        model, image, mode=mode, size=size, scale=scale, sw_batch_size=sw_batch_size, device=device
-    )
-    return probs > threshold
-
-
 def training_scale(cfg: Any, run_dir: str | Path) -> tuple[float, float]:
     """The (y, x) factor by which the run's training resized its images (training size / native size).
 

@@ -13,7 +13,6 @@ the per-image macro Dice over the foreground classes (:class:`MulticlassHead`).
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import torch
@@ -112,8 +111,3 @@ def build_head(cfg: Any) -> MulticlassHead | None:
     if not is_multiclass(cfg):
         return None
     return MulticlassHead(str(cfg.model.head), run_classes(cfg), float(cfg.model.class_threshold))
-
-
-def nan_to_none(value: float) -> float | None:
-    """JSON-friendly: NaN -> ``None``."""
-    return None if math.isnan(value) else value

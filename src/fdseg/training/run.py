@@ -50,40 +50,19 @@ from fdseg.training.phases import (
 )
 from fdseg.training.progress import Echo, summary_lines
 from fdseg.training.rundir import (
-    RUNTIME_KEYS,
     CheckpointError,
-    RunConfigMismatchError,
     RunLock,
-    RunLockedError,
     Runtime,
     check_run_config,
     checkpoint_meta,
-    environment_info,
     load_model_weights,
     prepare_run_dir,
     read_checkpoint,
-    read_config,
     write_json,
 )
 from fdseg.training.task import build_optimizer
 
 log = logging.getLogger(__name__)
-
-__all__ = [
-    "RUNTIME_KEYS",
-    "CheckpointError",
-    "RunConfigMismatchError",
-    "RunLockedError",
-    "Runtime",
-    "check_run_config",
-    "checkpoint_meta",
-    "environment_info",
-    "load_model_weights",
-    "preflight",
-    "read_config",
-    "train_run",
-    "write_json",
-]
 
 
 # -- training -----------------------------------------------------------------------------------------------

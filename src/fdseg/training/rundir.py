@@ -70,17 +70,6 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value and not name.endswith("kwargs") and "options" not in key:
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def check_run_config(run_dir: Path, cfg: ExperimentConfig) -> bool:
     """Compare ``cfg`` with ``<run>/config.yaml``.
 
@@ -93,11 +82,9 @@ def check_run_config(run_dir: Path, cfg: ExperimentConfig) -> bool:
     path = run_dir / "config.yaml"
     if not path.is_file():
         return False
-    saved = ExperimentConfig.from_yaml(path)
-    old, new = _flatten(saved.to_dict()), _flatten(cfg.to_dict())
-    diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RUNTIME_KEYS)
+    diff = ExperimentConfig.from_yaml(path).differences(cfg, ignore=RUNTIME_KEYS)
     if diff:
-        shown = "; ".join(f"{k}: {old.get(k)!r} (saved) vs {new.get(k)!r}" for k in diff[:6])
+        shown = "; ".join(diff[:6])
         raise RunConfigMismatchError(
             f"{run_dir} holds a run of another configuration ({shown}); use another --out directory or "
             f"delete {run_dir}"
