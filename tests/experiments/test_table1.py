@@ -176,6 +176,7 @@ def test_table1_end_to_end_on_synthetic_data(tmp_path: Path) -> None:
         ].iloc[0]
         assert row["mean"] == pytest.approx(np.mean(list(per_seed.values())))
     assert (exp / "report.html").is_file() and (exp / "table1.txt").is_file()
+    assert (exp / "figures" / "worst_off_panels.png").is_file()  # both arms' best checkpoints re-segmented
     assert json.loads((exp / "experiment.json").read_text())["kind"] == "table1"
     # a second call trains nothing and rewrites the same table
     before = (exp / "table1.csv").read_text()
