@@ -48,7 +48,7 @@ from fdseg.training.phases import (
     restore_stream,
     steps_per_epoch,
 )
-from fdseg.training.progress import Echo, summary_lines
+from fdseg.training.progress import Echo, PhaseProgressBar, summary_lines
 from fdseg.training.rundir import (
     CheckpointError,
     RunLock,
@@ -100,6 +100,7 @@ def make_trainer(
     ``<run>/logs``.
     """
     deterministic: Any = {"warn": "warn", "true": True, "false": False}[str(cfg.train.deterministic)]
+    bar = _progress_bar(cfg.train.progress_bar)
     with _lightning_quiet():
         trainer = pl.Trainer(
             max_epochs=phase.epochs,
@@ -112,11 +113,11 @@ def make_trainer(
             logger=make_logger(cfg.train.logger, root, cfg.name, phase.index),
             plugins=[AtomicCheckpointIO()],
             enable_checkpointing=True,
-            enable_progress_bar=_progress_bar(cfg.train.progress_bar),
+            enable_progress_bar=bar,
             enable_model_summary=False,
             num_sanity_val_steps=0,
             log_every_n_steps=cfg.train.log_every_n_steps,
-            callbacks=list(callbacks),
+            callbacks=[*callbacks, *([PhaseProgressBar(phase)] if bar else [])],
             default_root_dir=str(root),
         )
     # Deterministic algorithms do not need uninitialised memory filled with NaN (PyTorch's default with
