@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -112,7 +114,9 @@ def train(
     try:
         run_dir = train_run(cfg, out, runtime=runtime, evaluate=not no_eval, echo=_echo)
     except KeyboardInterrupt as exc:  # typer would turn it into a silent exit 130 (143 after SIGTERM)
-        typer.echo(str(exc) or "interrupted", err=True)
+        if not str(exc):
+            raise  # before train_run took over Ctrl-C: main() says it
+        typer.echo(str(exc), err=True)
         raise typer.Exit(143 if "(SIGTERM)" in str(exc) else 130) from None
     if not is_global_zero():
         return
@@ -232,9 +236,13 @@ class _CommandFailed(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fdseg`` script; returns the exit code."""
     level = os.environ.get("FDSEG_LOG_LEVEL", "WARNING").upper()
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for number in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR):  # "warning: ..."
+        logging.addLevelName(number, logging.getLevelName(number).lower())
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
     warnings.filterwarnings("ignore", module=r"lightning\..*")
     args = list(argv) if argv is not None else sys.argv[1:]
+    seen: list[int] = []  # typer turns a KeyboardInterrupt into a silent exit 130: note that one happened
+    previous = _note_sigint(seen)
     try:
         result = app(args=args, prog_name="fdseg", standalone_mode=False)
     except SystemExit as exc:
@@ -261,7 +269,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         show()
         return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if result == 130 and seen:  # typer's silent exit after a KeyboardInterrupt nobody reported
+        typer.echo(f"interrupted (Ctrl-C) during fdseg {' '.join(args[:1])}", err=True)
     return int(result) if isinstance(result, int) else 0
+
+
+def _note_sigint(seen: list[int]) -> Any:
+    """Make Ctrl-C append to ``seen`` before it raises KeyboardInterrupt; returns the previous handler
+    (``None`` outside the main thread, or when SIGINT is ignored)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        return None
+
+    def handler(signum: int, _frame: Any) -> None:
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    return previous
 
 
 # Command groups that live in their own modules register themselves on ``app`` when imported.

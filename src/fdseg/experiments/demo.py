@@ -250,6 +250,9 @@ def demo_notes(settings: DemoSettings, table: pd.DataFrame) -> list[str]:
         f"site, masks drawn wider); base: {settings.n_base} images. Budget: {settings.steps} optimiser "
         "steps per run (fixed, so adding data adds no compute); phase 2 = the second half of the budget.",
         f"L_fd arms: λ = {settings.lambda_max} per layer on all 7 U-Net taps in phase 2 (schedule strategy).",
+        "Σ L_fd: the unweighted L_fd of the 7 taps on the base test images, summed. Per layer L_fd = "
+        "−log(D + 1e-6), D the squared gap between the mean foreground and background features: lower means "
+        "better separated, and it is negative once D > 1.",
     ]
     deltas = {str(r["arm"]): float(r["delta_mean"]) for r in table.to_dict("records")}
     added = deltas.get("base + novel, L_seg", math.nan)
