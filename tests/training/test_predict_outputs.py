@@ -131,6 +131,8 @@ def test_bad_predict_input_is_one_line(run: Path, tmp_path: Path, capsys: pytest
         ([str(good), "--threshold", "0"], "got 0.0"),
         ([str(good), "--save-probs", "jpeg"], "'jpeg'"),
         ([str(good), str(bad)], "broken.png"),
+        # a run without phase 2 has no phase1_best.ckpt: the error names the checkpoints it has
+        ([str(good), "--checkpoint", "phase1_best"], "; the run has --checkpoint best / last)"),
     ]
     empty = tmp_path / "empty"
     empty.mkdir()

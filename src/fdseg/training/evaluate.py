@@ -145,9 +145,11 @@ def _load(run_dir: Path, checkpoint: str, runtime: Runtime) -> tuple[Any, nn.Mod
     check_option("checkpoint", checkpoint, CHECKPOINTS)
     path = run_dir / "checkpoints" / f"{checkpoint}.ckpt"
     if not path.is_file():
+        there = [name for name in CHECKPOINTS if (run_dir / "checkpoints" / f"{name}.ckpt").is_file()]
+        other = f"; the run has --checkpoint {' / '.join(there)}" if there else ""
         raise FileNotFoundError(
             f"{path} does not exist (train the run first: fdseg train -c {run_dir / 'config.yaml'} "
-            f"-o {run_dir})"
+            f"-o {run_dir}{other})"
         )
     model = build_model(cfg)
     load_model_weights(model, path)

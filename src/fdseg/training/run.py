@@ -348,7 +348,7 @@ def train_run(
         # epochs counted from 1, as in the per-epoch lines ("run epoch E/G")
         where, resume = "before training (checking the config, preparing the data)", ""
         if "trained" in progress:
-            where = "after training (evaluating; the rerun evaluates again)"
+            where, resume = "after training, while evaluating", " (it evaluates again)"
         elif progress:
             where = f"at epoch {progress['epoch'] + 1} (phase {progress['phase']})"
             resume = _resume_point(run_dir / "checkpoints" / "last.ckpt")
