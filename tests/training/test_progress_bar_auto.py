@@ -12,8 +12,7 @@ from lightning.pytorch.callbacks import ProgressBar
 
 from fdseg.training.config import ExperimentConfig
 from fdseg.training.phases import Phase
-from fdseg.training.progress import PhaseProgressBar
-from fdseg.training.run import make_trainer, train_run
+from fdseg.training.run import PhaseProgressBar, make_trainer, train_run
 from fdseg.training.rundir import Runtime
 
 

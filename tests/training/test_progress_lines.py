@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import math
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +50,15 @@ def test_train_prints_summary_epoch_lines_and_outcome(
         top = max((r for r in csv.DictReader(fh) if r["phase"] == "2"), key=lambda r: float(r["val_dice"]))
     assert (best.group(1), int(best.group(2))) == (f"{float(top['val_dice']):.4f}", int(top["epoch"]) + 1)
     assert "GPU available" not in out and "Tip:" not in out
+    # a rerun of the finished run says so and repeats the outcome, without importing Lightning (seconds)
+    code = (
+        "import sys; from fdseg.cli import main; "
+        f"rc = main(['train', '-c', {str(config)!r}, '-o', {str(run)!r}, '--device', 'cpu']); "
+        "print('lightning loaded:', 'lightning' in sys.modules); sys.exit(rc)"
+    )
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert again.startswith(f"already finished (DONE), nothing trained: {run}\n"), again
+    assert best.group(0) in again and "lightning loaded: False" in again
 
 
 class _Crash(pl.Callback):

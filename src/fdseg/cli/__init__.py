@@ -98,11 +98,20 @@ def train(
     """Train one run (two phases, resumable), evaluate it on the test split, print where it is."""
     from fdseg.training.config import ExperimentConfig
     from fdseg.training.progress import outcome_lines
-    from fdseg.training.run import is_global_zero, train_run
 
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be >= 1, got {threads}")
     cfg = ExperimentConfig.from_yaml(config).with_overrides(overrides or [])
+    if (out / "DONE").is_file():  # a finished run is said without loading Lightning
+        from fdseg.training.rundir import check_run_config
+
+        check_run_config(out, cfg)
+        _echo(f"already finished (DONE), nothing trained: {out}")
+        for line in outcome_lines(out):
+            _echo(line)
+        return
+    from fdseg.training.run import is_global_zero, train_run
+
     runtime = _runtime(device or cfg.train.accelerator)
     if threads is not None:
         import torch
@@ -110,7 +119,6 @@ def train(
         torch.set_num_threads(threads)
     _seed(cfg.train.seed)
     start = time.perf_counter()
-    finished_before = (out / "DONE").is_file()
     try:
         run_dir = train_run(cfg, out, runtime=runtime, evaluate=not no_eval, echo=_echo)
     except KeyboardInterrupt as exc:  # typer would turn it into a silent exit 130 (143 after SIGTERM)
@@ -120,10 +128,7 @@ def train(
         raise typer.Exit(143 if "(SIGTERM)" in str(exc) else 130) from None
     if not is_global_zero():
         return
-    if finished_before:
-        _echo(f"already finished (DONE), nothing trained: {run_dir}")
-    else:
-        _echo(f"run finished in {time.perf_counter() - start:.1f} s: {run_dir}")
+    _echo(f"run finished in {time.perf_counter() - start:.1f} s: {run_dir}")
     for line in outcome_lines(run_dir):
         _echo(line)
 

@@ -21,6 +21,11 @@ def _line(label: str, n: int, means: dict[str, float | None], soft: float | None
     )
 
 
+def _check_run_dir(run: Path) -> None:
+    if not (run / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run} is not an fdseg run directory (no config.yaml)")
+
+
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run directory.")],
@@ -56,6 +61,7 @@ def evaluate(
     device: DeviceOpt = "auto",
 ) -> None:
     """Evaluate a run's checkpoint per image; writes per_sample.csv and summary.json."""
+    _check_run_dir(run)  # before the seconds it takes to import torch, Lightning and MONAI
     from fdseg.training.evaluate import evaluate_run
 
     result = evaluate_run(
@@ -112,6 +118,10 @@ def predict(
     device: DeviceOpt = "auto",
 ) -> None:
     """Predict masks (PNG, 0/255, at each image's native size)."""
+    _check_run_dir(run)  # before the seconds it takes to import torch, Lightning and MONAI
+    missing = next((p for p in images if not p.exists()), None)
+    if missing is not None:
+        raise FileNotFoundError(f"image not found: {missing}")
     from fdseg.training.evaluate import predict as predict_masks
 
     paths = predict_masks(

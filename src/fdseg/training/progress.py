@@ -11,31 +11,17 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-from lightning.pytorch.callbacks import TQDMProgressBar
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from fdseg.training.config import ExperimentConfig
-from fdseg.training.phases import Phase
 from fdseg.training.rundir import checkpoint_meta
 
+if TYPE_CHECKING:  # lightning (imported by phases) is not needed to speak about a finished run
+    from torch import nn
+
+    from fdseg.training.phases import Phase
+
 Echo = Callable[[str], None]
-
-
-class PhaseProgressBar(TQDMProgressBar):
-    """Lightning's tqdm bar in the run's own terms: one bar per epoch, described ``phase P epoch e/E``
-    (counted from 1, as the epoch lines), kept on screen when the epoch ends, so that the epoch's line
-    (:func:`epoch_line`) follows it on a line of its own."""
-
-    def __init__(self, phase: Phase) -> None:
-        super().__init__(leave=True)
-        self.phase = phase
-
-    def on_train_epoch_start(self, trainer: Any, *args: Any) -> None:
-        super().on_train_epoch_start(trainer, *args)
-        epoch = trainer.current_epoch + 1
-        self.train_progress_bar.set_description(f"phase {self.phase.index} epoch {epoch}/{self.phase.epochs}")
 
 
 def summary_lines(

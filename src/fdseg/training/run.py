@@ -31,6 +31,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from fdseg._io import atomic_path
 from fdseg.training.build import build_model, build_task
@@ -48,7 +49,7 @@ from fdseg.training.phases import (
     restore_stream,
     steps_per_epoch,
 )
-from fdseg.training.progress import Echo, PhaseProgressBar, summary_lines
+from fdseg.training.progress import Echo, summary_lines
 from fdseg.training.rundir import (
     CheckpointError,
     RunLock,
@@ -124,6 +125,21 @@ def make_trainer(
     # them, a debugging aid that costs ~5% of a step at 512² on the CPU; bench/deterministic_cost.py)
     torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     return trainer
+
+
+class PhaseProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar in the run's own terms: one bar per epoch, described ``phase P epoch e/E``
+    (counted from 1, as the epoch lines), kept on screen when the epoch ends, so that the epoch's line
+    (:func:`epoch_line`) follows it on a line of its own."""
+
+    def __init__(self, phase: Phase) -> None:
+        super().__init__(leave=True)
+        self.phase = phase
+
+    def on_train_epoch_start(self, trainer: Any, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        epoch = trainer.current_epoch + 1
+        self.train_progress_bar.set_description(f"phase {self.phase.index} epoch {epoch}/{self.phase.epochs}")
 
 
 def _progress_bar(setting: bool | None) -> bool:
