@@ -143,6 +143,14 @@ def test_bad_predict_input_is_one_line(run: Path, tmp_path: Path, capsys: pytest
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err and needle in err, err
         assert not out.exists()
+    # the output folder is the input's own folder: the image would be replaced by its mask
+    before = good.read_bytes()
+    assert main(["predict", str(run), str(good), "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: predict: {good} is an input image and would be overwritten; choose another --out"
+    assert good.read_bytes() == before
+    assert main(["predict", str(run), str(good), "--out", str(bad)]) == 1  # --out an existing file
+    assert capsys.readouterr().err.strip() == f"error: {bad}: the output folder (--out) is a file"
 
 
 def test_predict_takes_a_folder_of_images(

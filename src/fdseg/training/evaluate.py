@@ -718,7 +718,9 @@ def predict(
 
     Raises:
         FileNotFoundError: a missing image (named), a folder without images, or a missing run.
-        ValueError: an unreadable image (named); two images with the same stem; an unknown mode or
+        NotADirectoryError: ``out_dir`` is a file.
+        ValueError: an unreadable image (named); two images with the same stem; an output file that is one
+            of the input images (named); an unknown mode or
             probability format; a threshold outside (0, 1); ``sliding`` on a resized run whose training
             scale cannot be determined (explained). Nothing is written in these cases.
     """
@@ -747,6 +749,13 @@ def predict(
     if len(set(stems)) != len(stems):
         dup = sorted({s for s in stems if stems.count(s) > 1})
         raise ValueError(f"predict: several images share the file stem(s) {dup}; their masks would collide")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: the output folder (--out) is a file")
+    given = {p.resolve() for p in paths}
+    names = [n for s in stems for n in (f"{s}.png", f"probs/{s}.tif", f"probs/{s}.png", f"overlays/{s}.png")]
+    clash = next((out / name for name in names if (out / name).resolve() in given), None)
+    if clash is not None:
+        raise ValueError(f"predict: {clash} is an input image and would be overwritten; choose another --out")
     cfg, model, device = _load(run_dir, checkpoint, runtime or Runtime())
     mode = mode or default_predict_mode(cfg)
     scale = training_scale(cfg, run_dir) if mode == "sliding" else (1.0, 1.0)
