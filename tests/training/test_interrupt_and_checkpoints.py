@@ -150,6 +150,28 @@ def test_resume_from_an_unloadable_last_ckpt_names_it(
     assert not [line for line in said if line.startswith("resuming")]  # it did not resume
 
 
+def test_resume_from_a_best_weights_file_is_refused_before_the_history_is_touched(
+    trained: Path, data_dir: Path, tiny: Tiny
+) -> None:
+    (trained / "DONE").unlink()
+    ckpt = trained / "checkpoints"
+    (ckpt / "last.ckpt").write_bytes((ckpt / "best.ckpt").read_bytes())  # weights and stamp only
+    history = (trained / "history.csv").read_text()
+    cfg = tiny(data_dir, train={"epochs_phase1": 1, "epochs_phase2": 0})
+    refused = r"not a checkpoint to resume from \(no optimizer_states, loops;"
+    with pytest.raises(CheckpointError, match=refused):
+        train_run(cfg, trained, evaluate=False)
+    assert (trained / "history.csv").read_text() == history
+
+
+def test_checkpoints_without_config_yaml_are_refused(trained: Path, data_dir: Path, tiny: Tiny) -> None:
+    (trained / "config.yaml").unlink()
+    cfg = tiny(data_dir, train={"epochs_phase1": 1, "epochs_phase2": 0}).with_overrides(["optim.lr=0.1"])
+    with pytest.raises(ValueError, match=r"holds checkpoints but no config\.yaml"):
+        train_run(cfg, trained, evaluate=False)
+    assert not (trained / "config.yaml").exists()  # nothing written in its place
+
+
 def test_hostile_pickle_is_never_run(tmp_path: Path) -> None:
     class Trap:
         def __reduce__(self) -> tuple[object, tuple[str]]:

@@ -751,9 +751,9 @@ def predict(
         raise ValueError(f"predict: several images share the file stem(s) {dup}; their masks would collide")
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: the output folder (--out) is a file")
-    given = {p.resolve() for p in paths}
+    inputs = {p.resolve() for p in paths}
     names = [n for s in stems for n in (f"{s}.png", f"probs/{s}.tif", f"probs/{s}.png", f"overlays/{s}.png")]
-    clash = next((out / name for name in names if (out / name).resolve() in given), None)
+    clash = next((out / name for name in names if (out / name).resolve() in inputs), None)
     if clash is not None:
         raise ValueError(f"predict: {clash} is an input image and would be overwritten; choose another --out")
     cfg, model, device = _load(run_dir, checkpoint, runtime or Runtime())

@@ -51,8 +51,23 @@ class HistoryWriter:
                 self.rows = [{k: v for k, v in raw.items() if v != ""} for raw in csv.DictReader(fh)]
 
     def truncate_after(self, epoch: int) -> None:
-        """Drop rows of epochs after ``epoch`` (rows written after the checkpoint a run resumes from)."""
-        kept = [r for r in self.rows if int(r["epoch"]) <= epoch]
+        """Drop rows of epochs after ``epoch`` (rows written after the checkpoint a run resumes from).
+
+        Raises:
+            ValueError: the file does not hold exactly one row for each epoch 0..``epoch`` (edited, damaged
+                or deleted), which a resumed run cannot redo; nothing is changed then.
+        """
+        trained = [str(e) for e in range(epoch + 1)]
+        kept = [r for r in self.rows if str(r.get("epoch")) in trained]
+        epochs = [str(r["epoch"]) for r in kept]
+        if sorted(epochs, key=int) != trained:
+            missing = [e for e in trained if e not in epochs]
+            twice = sorted({e for e in epochs if epochs.count(e) > 1})
+            what = f"no row for epoch(s) {missing[:5]}" if missing else f"several rows for epoch(s) {twice}"
+            raise ValueError(
+                f"{self.path}: {what} of the {epoch + 1} epochs last.ckpt has trained, and a resumed run "
+                "cannot redo them; restore the file, or delete the run directory to train from the start"
+            )
         if len(kept) != len(self.rows):
             self.rows = kept
             self._write()

@@ -59,6 +59,7 @@ from fdseg.training.rundir import (
     load_model_weights,
     prepare_run_dir,
     read_checkpoint,
+    resume_meta,
     write_json,
 )
 from fdseg.training.task import build_optimizer
@@ -393,7 +394,7 @@ def _train_phases(
     phases = plan_phases(cfg, steps)
     total = sum(p.epochs for p in phases)
     with _resume_hint():
-        meta = checkpoint_meta(ckpt_dir / "last.ckpt")
+        meta = resume_meta(ckpt_dir / "last.ckpt")
     if echo is not None:
         with torch.random.fork_rng(devices=[]):
             model = build_model(cfg)

@@ -77,10 +77,16 @@ def check_run_config(run_dir: Path, cfg: ExperimentConfig) -> bool:
         ``True`` when the directory already holds this run's config, ``False`` when it holds none.
 
     Raises:
-        RunConfigMismatchError: the saved config differs (the message lists the differing keys).
+        RunConfigMismatchError: the saved config differs (the message lists the differing keys), or the
+            directory holds checkpoints without the config that trained them.
     """
     path = run_dir / "config.yaml"
     if not path.is_file():
+        if any((run_dir / "checkpoints").glob("*.ckpt")):
+            raise RunConfigMismatchError(
+                f"{run_dir} holds checkpoints but no config.yaml, so what trained them is unknown; restore "
+                f"{path}, or use another --out directory"
+            )
         return False
     diff = ExperimentConfig.from_yaml(path).differences(cfg, ignore=RUNTIME_KEYS)
     if diff:
@@ -293,6 +299,24 @@ def checkpoint_meta(path: Path) -> dict[str, Any] | None:
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: not an fdseg run checkpoint (no 'fdseg' entry)")
     return meta
+
+
+def resume_meta(path: Path) -> dict[str, Any] | None:
+    """:func:`checkpoint_meta` of the ``last.ckpt`` a run resumes from, checked to hold what Lightning
+    restores besides the weights (optimiser states, loop progress); ``None`` when the file is absent.
+
+    Raises:
+        CheckpointError: as :func:`checkpoint_meta`, or a file without those (a best-weights checkpoint).
+    """
+    if not path.is_file():
+        return None
+    ckpt = read_checkpoint(path)
+    missing = [key for key in ("fdseg", "state_dict", "optimizer_states", "loops") if key not in ckpt]
+    if missing:
+        raise CheckpointError(
+            f"{path}: not a checkpoint to resume from (no {', '.join(missing)}; a best-weights file?)"
+        )
+    return dict(ckpt["fdseg"])
 
 
 def model_state(ckpt: Mapping[str, Any], path: Path) -> dict[str, torch.Tensor]:
