@@ -59,3 +59,15 @@ def test_saved_split_with_an_unknown_novel_id_is_refused(tmp_path: Path, data_di
     _edit(path, "novel", "train", ["0000", "nope"])
     with pytest.raises(SplitError, match=r"split\.json.*unknown id 'nope'"):
         build_run_data(cfg, tmp_path / "run")
+
+
+def test_saved_split_that_leaves_base_images_out_is_refused(
+    tmp_path: Path, data_dir: Path, tiny: Tiny
+) -> None:
+    cfg = tiny(data_dir)
+    split = build_run_data(cfg, tmp_path / "run").split
+    path = tmp_path / "run" / "split.json"
+    _edit(path, "base", "test", split["test"][:1])  # the other test images are in no set now
+    left = len(split["test"]) - 1
+    with pytest.raises(SplitError, match=rf"split\.json: {left} base image\(s\) are in no set \(e\.g\. "):
+        build_run_data(cfg, tmp_path / "run")

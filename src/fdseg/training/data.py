@@ -392,7 +392,8 @@ def _check_saved(
 
     Every id must be an image of its source and stay inside the dataset root, no id (and, when the run
     splits by groups, no patient/slide group) may be in two sets, the base train/val/test sets must not be
-    empty, and novel ids must come from the novel dataset's training part.
+    empty and together hold every base image (as every split fdseg draws does), and novel ids must come
+    from the novel dataset's training part.
 
     Raises:
         SplitError: naming ``path`` and the offending source, set, id or group.
@@ -409,6 +410,13 @@ def _check_saved(
                 check_split(
                     sources[name], ids, groups=groups, root=data.raw.root, required=required, source=name
                 )
+                listed = {i for part in required for i in sources[name][part]}
+                unlisted = [i for i in ids if i not in listed] if name == "base" else []
+                if unlisted:
+                    raise SplitError(
+                        f"{len(unlisted)} base image(s) are in no set (e.g. {unlisted[0]!r}): a split holds "
+                        "every image; delete split.json to draw it again from the config"
+                    )
         if novel is not None and "novel" in sources and sources["novel"]["train"]:
             pool = set(novel_training_ids(novel.records, spec=novel.raw.spec))
             outside = [i for i in sources["novel"]["train"] if i not in pool]
