@@ -130,4 +130,6 @@ def test_differences_name_dotted_keys_inside_options_and_skip_ignored_ones() -> 
         "model.kwargs.base_width: 8 (saved) vs 16",
     ]
     assert saved.differences(saved) == []
+    ramp = saved.with_overrides(["loss.lambda_kwargs.ramp_epochs=3"])  # a key only one of them has
+    assert saved.differences(ramp) == ["loss.lambda_kwargs.ramp_epochs: (not set) (saved) vs 3"]
     assert saved.flat()["train.batch_size"] == 4 and ExperimentConfig().flat()["model.kwargs"] == {}

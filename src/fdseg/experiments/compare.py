@@ -25,16 +25,14 @@ import pandas as pd
 from fdseg._checks import did_you_mean
 from fdseg.metrics import compare_arms
 from fdseg.training.config import ExperimentConfig
+from fdseg.training.rundir import RUNTIME_KEYS
 
 __all__ = ["Comparison", "choose_baseline", "compare_runs", "find_runs", "format_comparison", "load_runs"]
 
 #: A result folder of another engine (e.g. nnU-Net): ``{"engine", "arm", "seed", "fold"}``.
 ENGINE_FILE = "run.json"
 #: Run-config keys that never define an arm.
-NOT_ARM_KEYS = frozenset(
-    {"name", "train.seed", "data.fold", "data.cache_dir", "train.progress_bar", "train.num_workers"}
-    | {"train.log_every_n_steps"}
-)
+NOT_ARM_KEYS = frozenset({"name", "train.seed", "data.fold", "data.cache_dir"} | RUNTIME_KEYS)
 #: Count columns of the comparison table (printed and written as integers; missing: ``<NA>``).
 COUNT_COLUMNS = ("seeds", "n_images", "n", "n_img_pairs")
 

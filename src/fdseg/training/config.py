@@ -413,10 +413,15 @@ class ExperimentConfig:
 
     def differences(self, other: ExperimentConfig, *, ignore: Iterable[str] = ()) -> list[str]:
         """``"<key>: <value here> (saved) vs <value in other>"`` for every dotted key (:meth:`flat`) whose
-        values differ, sorted by key; keys in ``ignore`` are left out."""
+        values differ, sorted by key (``(not set)`` for a key only one of them has, e.g. inside
+        ``loss.lambda_kwargs``); keys in ``ignore`` are left out."""
         old, new, skip = self.flat(), other.flat(), set(ignore)
         keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in skip)
-        return [f"{k}: {old.get(k)!r} (saved) vs {new.get(k)!r}" for k in keys]
+        shown = [
+            (repr(old[k]) if k in old else "(not set)", repr(new[k]) if k in new else "(not set)")
+            for k in keys
+        ]
+        return [f"{k}: {a} (saved) vs {b}" for k, (a, b) in zip(keys, shown)]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> ExperimentConfig:

@@ -139,6 +139,10 @@ def outcome_lines(run_dir: Path) -> list[str]:
                 f"warning: the validation Dice stayed 0 in all {len(dices)} epochs: the run learnt no "
                 f"foreground (check the masks with fdseg data check, or the learning rate)"
             )
-    logs = ", logs/" if (run_dir / "logs").is_dir() else ""
-    lines.append(f"outputs: {run_dir} (history.csv, checkpoints/, test/, figures/{logs})")
+    present = [
+        name
+        for name in ("history.csv", "checkpoints/", "test/", "figures/", "logs/")
+        if (run_dir / name).exists()
+    ]
+    lines.append(f"outputs: {run_dir} ({', '.join(present)})")
     return lines

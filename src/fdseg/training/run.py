@@ -410,6 +410,8 @@ def _train_phases(
         nxt = int(meta["epoch"]) + 1
         where = next((p.index for p in phases if nxt < p.epoch_offset + p.epochs), phases[-1].index)
         notice = f"resuming from epoch {nxt + 1} (phase {where})"  # counted from 1, as the epoch lines
+        if nxt >= total:
+            notice = f"training finished at epoch {total} (last.ckpt); evaluating again"
     for phase in phases:
         resume = meta is not None and int(meta["phase"]) == phase.index
         if meta is not None and int(meta["phase"]) > phase.index:
