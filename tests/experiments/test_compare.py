@@ -178,3 +178,17 @@ def test_compare_prints_and_writes_counts_as_integers(
     for column in ("seeds", "n_images", "n", "n_img_pairs"):
         assert re.fullmatch(r"\d+", str(text.loc["fd=true", column])), (column, text.loc["fd=true", column])
     assert pd.isna(text.loc["fd=false", "n"])  # the baseline is not paired with itself
+
+
+def test_runs_on_different_base_datasets_are_not_paired(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dice = np.linspace(0.5, 0.9, 12)
+    _run(tmp_path, "a", fd=False, seed=0, fold=None, dice=dice)
+    other = _run(tmp_path, "b", fd=True, seed=0, fold=None, dice=dice)
+    cfg = ExperimentConfig.from_yaml(other / "config.yaml")
+    moved = cfg.with_overrides(["data.base=folder:/elsewhere"])  # the same ids name other images
+    moved.to_yaml(other / "config.yaml")
+    assert main(["compare", str(tmp_path / "a"), str(other)]) == 1
+    err = capsys.readouterr().err
+    assert "different base datasets (data.base: " in err and "folder:/elsewhere" in err

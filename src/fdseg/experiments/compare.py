@@ -129,6 +129,12 @@ def load_runs(paths: Sequence[str | Path], *, arms: Mapping[str, str] | None = N
     flats = {d: c.flat() for d, c in configs.items()}
     keys = sorted({k for f in flats.values() for k in f})
     varying = [k for k in keys if k not in NOT_ARM_KEYS and len({repr(f.get(k)) for f in flats.values()}) > 1]
+    if "data.base" in varying:  # the same image id would name different images
+        bases = sorted({str(f.get("data.base")) for f in flats.values()})
+        raise ValueError(
+            f"the runs were tested on different base datasets (data.base: {', '.join(bases[:3])}); images "
+            "are paired by id, which needs the same test images: compare runs of one data.base"
+        )
     short = {k: k.rsplit(".", 1)[-1] for k in varying}
     if len(set(short.values())) != len(short):
         short = {k: k for k in varying}
