@@ -134,6 +134,13 @@ def test_bad_predict_input_is_one_line(run: Path, tmp_path: Path, capsys: pytest
         # a run without phase 2 has no phase1_best.ckpt: the error names the checkpoints it has
         ([str(good), "--checkpoint", "phase1_best"], "; the run has --checkpoint best / last)"),
     ]
+    nan = (
+        tmp_path / "nan.tif"
+    )  # decodes only to find a non-finite sample: after the first image, yet nothing written
+    values = np.random.default_rng(0).random((32, 32, 3), dtype=np.float32)
+    values[3, 4, 0] = np.nan
+    tifffile.imwrite(nan, values)
+    cases.append(([str(good), str(nan)], "non-finite"))
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("not an image\n")

@@ -174,11 +174,13 @@ def demo(
     jobs: Annotated[int, typer.Option(help="Runs in parallel (one torch thread each when > 1).")] = 2,
 ) -> None:
     """The data-addition dilemma on synthetic data: base vs base + a shifted site, with and without L_fd."""
-    from fdseg.experiments.demo import DemoSettings, run_demo
+    from fdseg.experiments.demo import ARMS, DemoSettings, run_demo
 
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     settings = DemoSettings(steps=steps, seeds=seed_list(seeds), jobs=jobs, threads_per_job=threads)
     start = time.perf_counter()
+    runs = len(ARMS) * len(settings.seeds)
+    _echo(f"demo: {runs} runs of {steps} steps ({jobs} at a time) into {out}; a line as each run ends")
 
     def progress(name: str, rc: int, seconds: float, done: int, total: int) -> None:
         state = "ok" if rc == 0 else ("skipped (DONE)" if rc < 0 else f"FAILED (exit {rc})")

@@ -759,6 +759,8 @@ def predict(
     cfg, model, device = _load(run_dir, checkpoint, runtime or Runtime())
     mode = mode or default_predict_mode(cfg)
     scale = training_scale(cfg, run_dir) if mode == "sliding" else (1.0, 1.0)
+    for path in paths:  # every image decodes (no non-finite sample, ...) before anything is written
+        read_image(path, channels=cfg.model.in_channels)
     out.mkdir(parents=True, exist_ok=True)  # the sub-folders are created by their first file
     written: list[Path] = []
     for path in paths:
