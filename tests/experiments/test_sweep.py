@@ -266,3 +266,15 @@ def test_slurm_submission_with_a_fake_sbatch(tmp_path: Path, monkeypatch: pytest
     sub2 = per_run.submit([r.spec for r in runs[1:]])
     assert len(sub2.job_ids) == 3 and len(log.read_text().splitlines()) == 4
     assert "#SBATCH --gpus-per-node" not in (tmp_path / "submitted.sh").read_text()
+
+
+def test_a_grid_value_that_clashes_with_set_names_the_grid_point(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    ExperimentConfig().with_overrides(["loss.fd=true"]).to_yaml(config)  # valid with --set loss.exch=true
+    argv = ["sweep", "-c", str(config), "--grid", "loss.fd=true,false", "--set", "loss.exch=true"]
+    assert main([*argv, "-o", str(tmp_path / "exp")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --grid loss.fd=false (with the config and --set): loss.exch=true needs")
+    assert not (tmp_path / "exp").exists()

@@ -179,7 +179,8 @@ def parse_grid(items: Sequence[str], base: ExperimentConfig) -> list[tuple[str, 
         if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
             raise ValueError(f"--grid {item!r} repeats a value")
         for value in values:  # unknown keys and wrong types fail here, before anything is written
-            base.with_overrides([f"{key}={_yaml_text(value)}"])
+            point = f"{key}={_yaml_text(value)}"
+            base.with_overrides([point], source=f"--grid {point} (with the config and --set)")
         grids.append((key, values))
     return grids
 
@@ -278,7 +279,7 @@ def expand(
                 if fold is not None:
                     overrides += [f"data.folds={folds}", f"data.fold={fold}"]
                     name += f"_fold{fold}"
-                cfg = base.with_overrides(overrides)
+                cfg = base.with_overrides(overrides, source=f"grid point {arm.label} (with --set)")
                 label = base.name if arm.label == "base" else f"{base.name} [{arm.label}]"
                 cfg = cfg.with_overrides([f"name={label}"])
                 out.append(SweepRun(RunSpec(name, cfg, runs_dir / name), arm, seed, fold))

@@ -450,10 +450,13 @@ class ExperimentConfig:
             Path(path).write_text(text, encoding="utf-8")
         return text
 
-    def with_overrides(self, overrides: Iterable[str]) -> ExperimentConfig:
+    def with_overrides(
+        self, overrides: Iterable[str], *, source: str = "--set overrides"
+    ) -> ExperimentConfig:
         """A copy with ``"a.b=value"`` overrides applied (values parsed as YAML, then type-checked).
 
-        Keys inside dict-valued fields can be set too: ``model.kwargs.base_width=16``.
+        Keys inside dict-valued fields can be set too: ``model.kwargs.base_width=16``. ``source`` is what
+        errors name as the origin of the values.
 
         Raises:
             ValueError: an override without ``=``.
@@ -471,7 +474,7 @@ class ExperimentConfig:
             except ValueError:
                 value = raw
             _set_path(data, key.split("."), value, full_key=key)
-        return ExperimentConfig.from_dict(data, source="--set overrides")
+        return ExperimentConfig.from_dict(data, source=source)
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
