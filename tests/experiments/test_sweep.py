@@ -278,3 +278,18 @@ def test_a_grid_value_that_clashes_with_set_names_the_grid_point(
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --grid loss.fd=false (with the config and --set): loss.exch=true needs")
     assert not (tmp_path / "exp").exists()
+
+
+def test_a_rerun_with_another_set_is_refused_for_the_experiment_not_per_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _cfg(tmp_path)
+    config, exp = tmp_path / "c.yaml", tmp_path / "exp"
+    cfg.to_yaml(config)
+    first = expand(cfg, grid_arms([]), [0], exp)
+    claim_experiment(exp, "sweep", cfg, grid={})  # an earlier sweep with its run directory
+    first[0].spec.run_dir.mkdir(parents=True)
+    first[0].spec.config.to_yaml(first[0].spec.run_dir / "config.yaml")
+    assert main(["sweep", "-c", str(config), "-o", str(exp), "--seeds", "1", "--set", "optim.lr=0.01"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {exp} holds an experiment from another configuration (optim.lr: ")

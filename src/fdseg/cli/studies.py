@@ -118,6 +118,7 @@ def sweep(
     the command returns; run it again once they have finished to collect the results.
     """
     from fdseg.experiments.sweep import (
+        check_experiment,
         check_folds,
         check_runs,
         claim_experiment,
@@ -135,6 +136,7 @@ def sweep(
     if folds is not None:
         check_folds(cfg, folds)
     runs = expand(cfg, grid_arms(grids), seed_values, out, folds=folds)
+    check_experiment(out, "sweep", cfg)  # the experiment as a whole before each of its runs
     check_runs(runs)
     ex = _executor(
         out,
@@ -244,7 +246,7 @@ def table1(
     table1.csv (over seeds, with p-values), table1_per_seed.csv, results.csv (one row per run), report.html.
     """
     from fdseg.cli import _runtime
-    from fdseg.experiments.sweep import check_folds, check_runs, claim_experiment, run_sweep
+    from fdseg.experiments.sweep import check_experiment, check_folds, check_runs, claim_experiment, run_sweep
     from fdseg.experiments.table1 import dataset_name, evaluate_views, table1_runs, write_table1_outputs
     from fdseg.training.config import ExperimentConfig
 
@@ -264,6 +266,7 @@ def table1(
     if folds is not None:
         check_folds(cfg, folds)
     runs = table1_runs(cfg, out, seeds=seed_values, folds=folds, models=model_list)
+    check_experiment(out, "table1", cfg)  # the experiment as a whole before each of its runs
     check_runs(runs)
     ex = _executor(
         out,

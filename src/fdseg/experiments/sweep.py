@@ -40,6 +40,7 @@ __all__ = [
     "EXPERIMENT_FILE",
     "Arm",
     "SweepRun",
+    "check_experiment",
     "claim_experiment",
     "collect_results",
     "expand",
@@ -286,15 +287,11 @@ def expand(
     return out
 
 
-def claim_experiment(exp_dir: str | Path, kind: str, base: ExperimentConfig, **settings: Any) -> Path:
-    """Make ``exp_dir`` an experiment of ``kind`` from ``base``, or check that it already is one.
-
-    Writes ``exp_dir/experiment.json`` (``kind``, the base configuration, ``settings`` such as the grid).
-    Re-running with the same command and configuration is a resume; the grid, seeds and folds may grow.
+def check_experiment(exp_dir: str | Path, kind: str, base: ExperimentConfig) -> None:
+    """Check that ``exp_dir`` is new, or an experiment of ``kind`` made from ``base`` (writes nothing).
 
     Raises:
-        ValueError: ``exp_dir`` was made by another command or from another configuration (the differing
-            keys are named), or is a non-empty directory that is not an experiment.
+        ValueError: as :func:`claim_experiment`.
     """
     exp = Path(exp_dir)
     marker = exp / EXPERIMENT_FILE
@@ -316,7 +313,22 @@ def claim_experiment(exp_dir: str | Path, kind: str, base: ExperimentConfig, **s
             )
     elif exp.is_dir() and any(exp.iterdir()):
         raise ValueError(f"{exp} exists and is not an fdseg experiment directory (no {EXPERIMENT_FILE})")
+
+
+def claim_experiment(exp_dir: str | Path, kind: str, base: ExperimentConfig, **settings: Any) -> Path:
+    """Make ``exp_dir`` an experiment of ``kind`` from ``base``, or check that it already is one.
+
+    Writes ``exp_dir/experiment.json`` (``kind``, the base configuration, ``settings`` such as the grid).
+    Re-running with the same command and configuration is a resume; the grid, seeds and folds may grow.
+
+    Raises:
+        ValueError: ``exp_dir`` was made by another command or from another configuration (the differing
+            keys are named), or is a non-empty directory that is not an experiment.
+    """
+    exp = Path(exp_dir)
+    check_experiment(exp, kind, base)
     exp.mkdir(parents=True, exist_ok=True)
+    marker = exp / EXPERIMENT_FILE
     payload = {"schema": 1, "kind": kind, "config": base.to_dict(), "settings": settings}
     atomic_write_text(marker, json.dumps(payload, indent=1, default=str) + "\n")
     return marker
