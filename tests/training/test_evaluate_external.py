@@ -186,3 +186,14 @@ def test_external_validation_on_real_monuseg(run: Path, capsys: pytest.CaptureFi
     assert all(sum(int(r[k]) for k in ("tp", "fp", "fn", "tn")) == 1000 * 1000 for r in rows)
     assert all(int(r["tp"]) + int(r["fn"]) > 10_000 for r in rows)  # every image has its nuclei annotated
     _assert_row(rows[0], _native_reference(run, spec, rows[0]["id"]))
+
+
+def test_an_unfinished_run_is_scored_with_a_warning(run: Path) -> None:
+    assert not [w for w in evaluate_run(run)["warnings"] if "not finished" in w]  # DONE: no warning
+    (run / "DONE").unlink()  # as a run killed during training
+    summary = evaluate_run(run, checkpoint="last")
+    expected = (
+        "the run has not finished training (no DONE): these are the scores of its last checkpoint so far"
+    )
+    assert expected in summary["warnings"]
+    assert expected in json.loads((run / "test_last" / "summary.json").read_text())["warnings"]

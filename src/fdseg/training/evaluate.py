@@ -210,6 +210,7 @@ def evaluate_run(
     views: str = "none",
     at: str = "training",
     dataset: str | None = None,
+    finished: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate one checkpoint of a run per image; write ``per_sample.csv`` and ``summary.json`` to the
     folder the module docstring describes (``<run_dir>/test`` by default).
@@ -224,6 +225,8 @@ def evaluate_run(
         at: ``training`` (default) or ``native``.
         dataset: a dataset spec ``NAME:PATH[?opt=v]`` with ground truth to score the run on instead of its
             own split (every image of it).
+        finished: whether the run has finished training (``None``: it has when ``<run_dir>/DONE`` exists);
+            the summary's ``warnings`` say when it has not.
 
     Returns:
         The summary: ``{"split", "checkpoint", "data", "views", "view_names", "at", "mode", "n",
@@ -291,6 +294,11 @@ def evaluate_run(
     summary["data"] = spec if dataset is not None else cfg.data.base
     if head is None:
         summary.update(_coverage(data, list(dict.fromkeys(str(r["id"]) for r in rows))))
+    if not (finished if finished is not None else (run_dir / "DONE").is_file()):
+        summary.setdefault("warnings", []).append(
+            f"the run has not finished training (no DONE): these are the scores of its {checkpoint} "
+            "checkpoint so far"
+        )
     summary["dir"] = str(out_dir)
     for message in summary.get("warnings", []):
         log.warning("%s: %s", out_dir, message)

@@ -355,7 +355,7 @@ def train_run(
             if evaluate:
                 from fdseg.training.evaluate import evaluate_run
 
-                evaluate_run(run_dir, runtime=runtime, data=data)
+                evaluate_run(run_dir, runtime=runtime, data=data, finished=True)
             _write_figures(run_dir)
             write_json(
                 run_dir / "DONE",
