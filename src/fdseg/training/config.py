@@ -417,11 +417,11 @@ class ExperimentConfig:
         ``loss.lambda_kwargs``); keys in ``ignore`` are left out."""
         old, new, skip = self.flat(), other.flat(), set(ignore)
         keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in skip)
-        shown = [
-            (repr(old[k]) if k in old else "(not set)", repr(new[k]) if k in new else "(not set)")
-            for k in keys
-        ]
-        return [f"{k}: {a} (saved) vs {b}" for k, (a, b) in zip(keys, shown)]
+
+        def show(flat: dict[str, Any], key: str) -> str:
+            return repr(flat[key]) if key in flat else "(not set)"
+
+        return [f"{k}: {show(old, k)} (saved) vs {show(new, k)}" for k in keys]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> ExperimentConfig:

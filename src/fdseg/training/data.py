@@ -410,13 +410,13 @@ def _check_saved(
                 check_split(
                     sources[name], ids, groups=groups, root=data.raw.root, required=required, source=name
                 )
-                listed = {i for part in required for i in sources[name][part]}
-                unlisted = [i for i in ids if i not in listed] if name == "base" else []
-                if unlisted:
-                    raise SplitError(
-                        f"{len(unlisted)} base image(s) are in no set (e.g. {unlisted[0]!r}): a split holds "
-                        "every image; delete split.json to draw it again from the config"
-                    )
+        listed = {i for part in SPLIT_NAMES for i in sources["base"][part]}
+        unlisted = [r.id for r in base.records if r.id not in listed]
+        if unlisted:  # every split fdseg draws holds every base image
+            raise SplitError(
+                f"{len(unlisted)} base image(s) are in no set (e.g. {unlisted[0]!r}): a split holds every "
+                "image; delete split.json to draw it again from the config"
+            )
         if novel is not None and "novel" in sources and sources["novel"]["train"]:
             pool = set(novel_training_ids(novel.records, spec=novel.raw.spec))
             outside = [i for i in sources["novel"]["train"] if i not in pool]

@@ -752,7 +752,9 @@ def predict(
     for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"image not found: {path}")
-        image_size(path)  # the header of every image is readable before anything is written
+        read_image(
+            path
+        )  # every image decodes (no truncation, no non-finite sample) before anything is written
     stems = [p.stem for p in paths]
     if len(set(stems)) != len(stems):
         dup = sorted({s for s in stems if stems.count(s) > 1})
@@ -767,8 +769,6 @@ def predict(
     cfg, model, device = _load(run_dir, checkpoint, runtime or Runtime())
     mode = mode or default_predict_mode(cfg)
     scale = training_scale(cfg, run_dir) if mode == "sliding" else (1.0, 1.0)
-    for path in paths:  # every image decodes (no non-finite sample, ...) before anything is written
-        read_image(path, channels=cfg.model.in_channels)
     out.mkdir(parents=True, exist_ok=True)  # the sub-folders are created by their first file
     written: list[Path] = []
     for path in paths:
